@@ -1,0 +1,7 @@
+"""mdengine: molecular dynamics on JAX with jax-md spaces and neighbor lists.
+
+Internal units are Å, eV and amu, so the natural time unit is
+Å·sqrt(amu/eV) ≈ 10.1805 fs; see :mod:`mdengine.units`.
+"""
+
+__version__ = "0.1.0"

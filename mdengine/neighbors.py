@@ -1,0 +1,128 @@
+"""Spaces and neighbor lists: jax-md's, with the checks jax-md leaves to the caller.
+
+Periodic systems use ``space.periodic_general`` with fractional coordinates,
+which handles triclinic cells; its displacement function returns Cartesian
+Å, and jax-md defines its derivative so that gradients with respect to
+fractional positions are Cartesian forces. The list is rebuilt when any
+atom has moved more than half the skin since the last build (jax-md's
+rule), so no pair can cross into the cutoff unseen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import jax.numpy as jnp
+import numpy as np
+from jax_md import partition, space
+
+from mdengine.config import InputError
+from mdengine.system import System
+
+log = logging.getLogger(__name__)
+
+# Above this, an all-pairs candidate search is refused instead of allocated.
+ALL_PAIRS_LIMIT_BYTES = 4 * 2**30
+OVERFLOW_GROWTH = 1.5
+
+
+def make_space(system: System, dtype):
+    """Return ``(displacement_fn, shift_fn, coordinates)`` for the system.
+
+    ``coordinates`` is ``[N, 3]``: fractional when periodic, Å when free.
+    """
+    if system.cell is None:
+        displacement_fn, shift_fn = space.free()
+        return displacement_fn, shift_fn, jnp.asarray(system.positions, dtype)
+    box = jnp.asarray(system.box_matrix, dtype)
+    displacement_fn, shift_fn = space.periodic_general(box, fractional_coordinates=True)
+    return displacement_fn, shift_fn, jnp.asarray(system.fractional(), dtype)
+
+
+def to_cartesian(coordinates, system: System):
+    """Engine coordinates ``[..., N, 3]`` to Cartesian Å (works on JAX arrays inside jit)."""
+    if system.cell is None:
+        return coordinates
+    return coordinates @ jnp.asarray(system.cell, coordinates.dtype)
+
+
+def check_cutoff(system: System, cutoff_A: float, skin_A: float) -> None:
+    """Reject a list radius beyond half the shortest cell height.
+
+    The minimum-image convention sees one image of each neighbor; beyond half
+    the height further images would be missed silently.
+    """
+    if system.cell is None:
+        return
+    heights = system.heights()
+    radius = cutoff_A + skin_A
+    if radius > 0.5 * heights.min():
+        repeats = [max(1, math.ceil(2 * radius / h)) for h in heights]
+        raise InputError(
+            f"{system.source}: cutoff {cutoff_A:g} Å + skin {skin_A:g} Å = {radius:g} Å exceeds half "
+            f"the shortest cell height ({heights.min():.4f} Å; heights {np.round(heights, 4).tolist()} Å); "
+            f"replicate the cell {repeats[0]}x{repeats[1]}x{repeats[2]} or reduce the skin")
+
+
+@dataclasses.dataclass
+class NeighborBuilder:
+    """A jax-md neighbor function plus the allocation policy mdengine uses."""
+
+    neighbor_fn: partition.NeighborListFns
+    n_atoms: int
+    format: partition.NeighborListFormat
+    uses_cell_list: bool
+
+    def allocate(self, coordinates, min_capacity: int = 0) -> partition.NeighborList:
+        """Allocate a list for ``coordinates`` with at least ``min_capacity`` slots."""
+        neighbors = self.neighbor_fn.allocate(coordinates)
+        if neighbors.max_occupancy >= min_capacity:
+            return neighbors
+        missing = min_capacity - neighbors.max_occupancy
+        per_row = self.n_atoms if partition.is_sparse(self.format) else 1
+        return self.neighbor_fn.allocate(coordinates, extra_capacity=math.ceil(missing / per_row))
+
+    def grow(self, coordinates, old: partition.NeighborList) -> partition.NeighborList:
+        """Reallocate after an overflow with at least ``OVERFLOW_GROWTH`` × the old capacity."""
+        return self.allocate(coordinates, math.ceil(old.max_occupancy * OVERFLOW_GROWTH) + 1)
+
+
+def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin_A: float,
+                          capacity_multiplier: float, fmt: partition.NeighborListFormat,
+                          dtype) -> NeighborBuilder:
+    """Build the neighbor function for a potential's cutoff and format."""
+    check_cutoff(system, cutoff_A, skin_A)
+    radius = cutoff_A + skin_A
+    n_atoms = system.n_atoms
+
+    if system.cell is None:
+        use_cell_list = False
+        box = 1.0
+    else:
+        box = jnp.asarray(system.box_matrix, dtype)
+        cells_per_side = np.floor(system.heights() / radius)
+        use_cell_list = bool(np.all(cells_per_side > 3))
+    if not use_cell_list:
+        _check_all_pairs_memory(system, radius)
+
+    neighbor_fn = partition.neighbor_list(
+        displacement_fn, box, cutoff_A, dr_threshold=skin_A,
+        capacity_multiplier=capacity_multiplier, disable_cell_list=not use_cell_list,
+        fractional_coordinates=system.cell is not None, format=fmt)
+    return NeighborBuilder(neighbor_fn, n_atoms, fmt, use_cell_list)
+
+
+def _check_all_pairs_memory(system: System, radius: float) -> None:
+    """jax-md falls back to an N×N candidate search when the cell list cannot be
+    used (free boundaries, or fewer than four cells along a side)."""
+    n = system.n_atoms
+    estimate = 3 * 4 * n * n   # candidate indices, distances and mask, 4 bytes each
+    reason = ("free boundaries" if system.cell is None else
+              f"a cell height of {system.heights().min():.2f} Å is under 4 × {radius:g} Å")
+    if estimate > ALL_PAIRS_LIMIT_BYTES:
+        raise InputError(
+            f"{system.source}: {reason} forces an all-pairs neighbor search for {n} atoms, "
+            f"about {estimate / 2**30:.1f} GiB; enlarge the thin side of the box or use fewer atoms")
+    log.info("neighbor search: all pairs (%s), about %.1f MiB", reason, estimate / 2**20)

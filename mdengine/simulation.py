@@ -1,0 +1,356 @@
+"""The run loop: jit-compiled ``lax.scan`` chunks driven from the host.
+
+One chunk advances up to ``chunk_steps`` steps on the device (integrator
+step, neighbor-list update, sampling of frames and thermodynamics) and
+returns the samples. The host then checks the neighbor list for overflow
+(redoing the chunk from its start with more capacity if needed), dispatches
+the next chunk, and writes the previous chunk's samples while it runs.
+
+Every chunk of a phase has the same shapes: a shorter final chunk masks its
+surplus steps with ``lax.cond``, so each phase compiles once unless the
+neighbor list grows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from mdengine import neighbors as nbr
+from mdengine.config import InputError, InputSpec, default_chunk_steps
+from mdengine.integrators import Integrator, MDState, kinetic_energy, make_integrator
+from mdengine.integrators.base import remove_com_velocity
+from mdengine.potentials import Potential, build_potential
+from mdengine.system import System, build_system
+from mdengine.units import TIME_UNIT_FS, kelvin_to_kT, kT_to_kelvin
+
+log = logging.getLogger(__name__)
+
+# jax-md asks for float64 sums; in float32 runs JAX truncates them, as intended.
+warnings.filterwarnings("ignore", message="Explicitly requested dtype float64", category=UserWarning)
+
+
+class SimulationError(RuntimeError):
+    """The run cannot continue (non-finite energy or positions, neighbor-list failure)."""
+
+
+@dataclasses.dataclass
+class Phase:
+    """A stretch of the run with one integrator: equilibration or main."""
+
+    name: str
+    steps: int
+    thermostat: object | None
+    temperature_K: float | None
+    integrator: Integrator | None = None
+
+
+@dataclasses.dataclass
+class ChunkOutput:
+    state: MDState
+    neighbor: object
+    frames: jax.Array        # [max_frames + 1, N, 3] Cartesian Å; the last slot is scratch
+    thermo: jax.Array        # [max_thermo + 1, 3] potential, kinetic, heat (eV)
+    bad_step: jax.Array      # first step with non-finite energy or positions, or −1
+
+
+def set_precision(precision: str) -> None:
+    """Enable float64 if asked, and full-precision matrix products on every backend
+    (TF32 on recent GPUs keeps about three significant digits)."""
+    jax.config.update("jax_enable_x64", precision == "float64")
+    jax.config.update("jax_default_matmul_precision", "highest")
+    log.info("precision: %s, matmul precision: highest", precision)
+
+
+def energy_and_force_fn(potential: Potential):
+    """``(positions, neighbor) -> (energy eV, forces eV/Å)`` by automatic differentiation."""
+    value_and_grad = jax.value_and_grad(potential.energy_fn)
+
+    def energy_and_force(position, neighbor):
+        energy, gradient = value_and_grad(position, neighbor)
+        return energy, -gradient
+
+    return energy_and_force
+
+
+def make_chunk_fn(integrator: Integrator, system: System, chunk_steps: int,
+                  frame_stride: int, thermo_stride: int):
+    """Build the device function that runs one chunk.
+
+    The returned ``chunk(state, neighbor, start_step, n_active, kT)`` runs
+    ``n_active ≤ chunk_steps`` steps from global step ``start_step`` and
+    records a frame when the global step is a multiple of ``frame_stride``
+    and a thermo sample when it is a multiple of ``thermo_stride``. It stops
+    stepping after the first step whose energy or positions are not finite.
+    """
+    max_frames = chunk_steps // frame_stride + 1
+    max_thermo = chunk_steps // thermo_stride + 1
+
+    def slot(step, start_step, stride, limit, record):
+        index = step // stride - start_step // stride - 1
+        return jnp.where(record & (step % stride == 0), index, limit)
+
+    def chunk(state, neighbor, start_step, n_active, kT):
+        dtype = state.velocity.dtype
+        frames = jnp.zeros((max_frames + 1, system.n_atoms, 3), dtype)
+        thermo = jnp.zeros((max_thermo + 1, 3), dtype)
+
+        def body(carry, i):
+            state, neighbor, frames, thermo, bad_step = carry
+            step = start_step + i + 1
+            active = (i < n_active) & (bad_step < 0)
+            state, neighbor = lax.cond(active, lambda s, n: integrator.step_fn(s, n, kT),
+                                       lambda s, n: (s, n), state, neighbor)
+
+            finite = jnp.isfinite(state.potential_energy) & jnp.all(jnp.isfinite(state.position))
+            bad_step = jnp.where(active & ~finite, step, bad_step)
+            record = active & finite
+
+            position = nbr.to_cartesian(state.position, system)
+            frame_slot = slot(step, start_step, frame_stride, max_frames, record)
+            frames = lax.dynamic_update_slice(frames, position[None], (frame_slot, 0, 0))
+            sample = jnp.stack([state.potential_energy,
+                                kinetic_energy(state.velocity, state.mass), state.heat])
+            thermo_slot = slot(step, start_step, thermo_stride, max_thermo, record)
+            thermo = lax.dynamic_update_slice(thermo, sample[None].astype(dtype), (thermo_slot, 0))
+            return (state, neighbor, frames, thermo, bad_step), None
+
+        carry = (state, neighbor, frames, thermo, jnp.asarray(-1, jnp.int32))
+        (state, neighbor, frames, thermo, bad_step), _ = lax.scan(
+            body, carry, jnp.arange(chunk_steps, dtype=jnp.int32))
+        return ChunkOutput(state, neighbor, frames, thermo, bad_step)
+
+    return chunk
+
+
+jax.tree_util.register_dataclass(ChunkOutput, data_fields=["state", "neighbor", "frames",
+                                                           "thermo", "bad_step"], meta_fields=[])
+
+
+@dataclasses.dataclass
+class RunStats:
+    """What a finished run reports: throughput, energy conservation, files."""
+
+    steps: int = 0
+    wall_s: float = 0.0
+    compile_s: float = 0.0
+    compilations: int = 0
+    reallocations: int = 0
+    nve_drift_eV_per_atom_per_ps: float | None = None
+    nve_max_deviation_eV_per_atom: float | None = None
+    mean_temperature_K: dict = dataclasses.field(default_factory=dict)
+    files: dict = dataclasses.field(default_factory=dict)
+
+    def steps_per_s(self) -> float:
+        run_time = self.wall_s - self.compile_s
+        return self.steps / run_time if run_time > 0 else float("nan")
+
+
+class Simulation:
+    """A system, a potential and its phases, built from a validated input.
+
+    Building checks the input completely (files, box, overlaps, cutoff,
+    thermostat settings) before anything is compiled.
+    """
+
+    def __init__(self, spec: InputSpec, base_dir: Path):
+        self.spec = spec
+        set_precision(spec.precision)
+        self.dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
+        self.system = build_system(spec.system, base_dir, spec.seed)
+        self.displacement_fn, self.shift_fn, coordinates = nbr.make_space(self.system, self.dtype)
+        self.potential = build_potential(spec.potential, self.system, self.displacement_fn, base_dir)
+        self.neighbors = nbr.make_neighbor_builder(
+            self.system, self.displacement_fn, self.potential.cutoff_A, spec.neighbor.skin_A,
+            spec.neighbor.capacity_multiplier, self.potential.neighbor_format, self.dtype)
+        self.energy_and_force = energy_and_force_fn(self.potential)
+        self.phases = self._build_phases()
+        self.chunk_steps = default_chunk_steps(spec)
+        self.timestep_fs = spec.timestep_fs()
+        self._initial_coordinates = coordinates
+
+    def _build_phases(self) -> list[Phase]:
+        spec = self.spec
+        phases = []
+        if spec.run.equilibration is not None:
+            eq = spec.run.equilibration
+            phases.append(Phase("equilibration", eq.steps, eq.thermostat, eq.temperature_K))
+        integ = spec.integrator
+        phases.append(Phase("main", spec.run.steps, integ.thermostat, integ.temperature_K))
+        for phase, where in zip(phases, self._phase_keys()):
+            phase.integrator = make_integrator(phase.thermostat, self.energy_and_force, self.shift_fn,
+                                               spec.timestep_fs(), self.system.n_atoms, where)
+        return phases
+
+    def _phase_keys(self):
+        keys = ["run.equilibration"] if self.spec.run.equilibration is not None else []
+        return keys + ["integrator"]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(phase.steps for phase in self.phases)
+
+    # ------------------------------------------------------------ initial state
+
+    def initial_velocities(self, key) -> jax.Array:
+        """``[N, 3]`` initial velocities (Å / internal time unit)."""
+        spec, system = self.spec, self.system
+        mass = jnp.asarray(system.masses, self.dtype)[:, None]
+        if spec.velocities.source == "zero":
+            return jnp.zeros((system.n_atoms, 3), self.dtype)
+        if spec.velocities.source == "structure":
+            if system.velocities is None:
+                raise InputError(f"velocities.source: {system.source} has no velocity columns "
+                                 "(extended XYZ 'vel:R:3', Å/fs)")
+            return jnp.asarray(system.velocities * TIME_UNIT_FS, self.dtype)
+
+        kT = kelvin_to_kT(spec.initial_temperature_K())
+        velocity = jax.random.normal(key, (system.n_atoms, 3), self.dtype) * jnp.sqrt(kT / mass)
+        velocity = remove_com_velocity(velocity, mass)
+        n_f = self.phases[0].integrator.degrees_of_freedom
+        if n_f == 0 or kT == 0:
+            if n_f == 0:
+                log.warning("no degrees of freedom after removing centre-of-mass motion: "
+                            "velocities are zero and the temperature is reported as 0 K")
+            return jnp.zeros_like(velocity)
+        # Rescale so the initial temperature is exactly the requested one.
+        scale = jnp.sqrt(0.5 * n_f * kT / kinetic_energy(velocity, mass))
+        return velocity * scale
+
+    def initial_state(self) -> tuple[MDState, object]:
+        """Allocate the neighbor list and build the state at step 0."""
+        key = jax.random.PRNGKey(self.spec.seed)
+        velocity_key, run_key = jax.random.split(key)
+        coordinates = self._initial_coordinates
+        neighbor = self.neighbors.allocate(coordinates)
+        energy, force = jax.jit(self.energy_and_force)(coordinates, neighbor)
+        mass = jnp.asarray(self.system.masses, self.dtype)[:, None]
+        state = MDState(position=coordinates, velocity=self.initial_velocities(velocity_key),
+                        force=force, potential_energy=energy, mass=mass, rng=run_key,
+                        heat=jnp.zeros((), self.dtype), thermostat=())
+        return state, neighbor
+
+    # ------------------------------------------------------------ running
+
+    def temperature_K(self, kinetic_eV: np.ndarray, phase: Phase) -> np.ndarray:
+        n_f = phase.integrator.degrees_of_freedom
+        if n_f == 0:
+            return np.zeros_like(kinetic_eV)
+        return kT_to_kelvin(2 * kinetic_eV / n_f)
+
+    def thermo_rows(self, steps, samples, phase: Phase) -> list[tuple]:
+        samples = np.asarray(samples, dtype=np.float64)
+        potential, kinetic, heat = samples[:, 0], samples[:, 1], samples[:, 2]
+        temperature = self.temperature_K(kinetic, phase)
+        rows = []
+        for k, step in enumerate(steps):
+            total = potential[k] + kinetic[k]
+            rows.append((int(step), step * self.timestep_fs / 1000, phase.name, float(potential[k]),
+                         float(kinetic[k]), float(total), float(total - heat[k]), float(temperature[k])))
+        return rows
+
+    def run_phase(self, phase: Phase, state: MDState, neighbor, start_step: int, writers,
+                  progress, stats: RunStats) -> tuple[MDState, object]:
+        """Run one phase chunk by chunk; returns the final state and neighbor list."""
+        out = self.spec.output
+        kT = jnp.asarray(kelvin_to_kT(phase.temperature_K or 0.0), self.dtype)
+        state = phase.integrator.init_fn(state, kT)
+        chunk_fn = jax.jit(make_chunk_fn(phase.integrator, self.system, self.chunk_steps,
+                                         out.frame_stride, out.thermo_stride))
+        end_step = start_step + phase.steps
+        compiled = None
+
+        def dispatch(state, neighbor, first_step):
+            n_active = min(self.chunk_steps, end_step - first_step)
+            args = (state, neighbor, jnp.asarray(first_step, jnp.int32),
+                    jnp.asarray(n_active, jnp.int32), kT)
+            return compiled(*args), first_step, n_active
+
+        def compile_for(state, neighbor):
+            begin = time.perf_counter()
+            result = chunk_fn.lower(state, neighbor, jnp.asarray(0, jnp.int32),
+                                    jnp.asarray(0, jnp.int32), kT).compile()
+            stats.compile_s += time.perf_counter() - begin
+            stats.compilations += 1
+            return result
+
+        if phase.steps == 0:
+            return state, neighbor
+        compiled = compile_for(state, neighbor)
+        progress.restart_clock(start_step)
+        job = dispatch(state, neighbor, start_step)
+
+        while job is not None:
+            output, first_step, n_active = job
+            if bool(output.neighbor.did_buffer_overflow):
+                neighbor = self._reallocate(state, neighbor, first_step, stats)
+                compiled = compile_for(state, neighbor)
+                job = dispatch(state, neighbor, first_step)
+                continue
+
+            bad_step = int(output.bad_step)
+            next_step = first_step + n_active
+            job = None
+            if bad_step < 0 and next_step < end_step:
+                job = dispatch(output.state, output.neighbor, next_step)
+
+            last_good = next_step if bad_step < 0 else bad_step - 1
+            self._write_samples(output, first_step, last_good, phase, writers)
+            progress.update(last_good)
+            if bad_step >= 0:
+                raise SimulationError(self._non_finite_message(output.state, bad_step, writers))
+            state, neighbor = output.state, output.neighbor
+        stats.steps += phase.steps
+        return state, neighbor
+
+    def _reallocate(self, state, neighbor, first_step, stats):
+        new = self.neighbors.grow(state.position, neighbor)
+        stats.reallocations += 1
+        log.info("neighbor list overflowed in the chunk starting at step %d: capacity %d -> %d; "
+                 "redoing the chunk", first_step, neighbor.max_occupancy, new.max_occupancy)
+        return new
+
+    def _write_samples(self, output: ChunkOutput, first_step, last_step, phase, writers):
+        out = self.spec.output
+        frame_steps = _multiples(first_step, last_step, out.frame_stride)
+        thermo_steps = _multiples(first_step, last_step, out.thermo_stride)
+        trajectory, thermo = writers
+        if trajectory is not None and len(frame_steps):
+            trajectory.write(frame_steps, np.asarray(output.frames[:len(frame_steps)]))
+        if len(thermo_steps):
+            thermo.write(self.thermo_rows(thermo_steps, np.asarray(output.thermo[:len(thermo_steps)]), phase))
+
+    def _non_finite_message(self, state: MDState, bad_step: int, writers) -> str:
+        force = np.asarray(state.force, dtype=np.float64)
+        position = np.asarray(state.position, dtype=np.float64)
+        broken = np.where(~np.isfinite(force).all(axis=1) | ~np.isfinite(position).all(axis=1))[0]
+        if len(broken):
+            atoms = ", ".join(str(i + 1) for i in broken[:5])
+            detail = f"atoms with non-finite positions or forces: {atoms}"
+        else:
+            magnitude = np.linalg.norm(force, axis=1)
+            top = np.argsort(magnitude)[::-1][:3]
+            detail = "largest forces on atoms " + ", ".join(
+                f"{i + 1} ({magnitude[i]:.3g} eV/Å)" for i in top)
+        trajectory, thermo = writers
+        written = thermo.path.parent
+        return (f"non-finite potential energy or positions at step {bad_step} "
+                f"(t = {bad_step * self.timestep_fs / 1000:g} ps); {detail}; "
+                f"outputs up to step {bad_step - 1} are complete in {written}; "
+                "check the time step, the starting structure and the potential")
+
+
+def _multiples(first_step: int, last_step: int, stride: int) -> np.ndarray:
+    """Multiples of ``stride`` in (first_step, last_step]."""
+    start = (first_step // stride + 1) * stride
+    return np.arange(start, last_step + 1, stride, dtype=np.int64)
+
+
