@@ -296,8 +296,16 @@ class InputSpec(Strict):
 # ---------------------------------------------------------------- loading
 
 
+# Discriminated unions add the chosen ``kind`` to an error's location; the
+# key path a user writes does not contain it.
+_UNION_TAGS = {"lennard_jones", "morse", "soft_sphere", "stillinger_weber", "tersoff", "eam",
+               "custom", "nose_hoover", "langevin", "csvr"}
+
+
 def _format_location(loc) -> str:
-    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "tagged-")))
+    parts = [str(part) for part in loc]
+    return ".".join(part for part in parts
+                    if part not in _UNION_TAGS and not part.startswith(("function-", "tagged-")))
 
 
 def format_validation_error(path: str, error: ValidationError) -> str:

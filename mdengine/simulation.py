@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 # jax-md asks for float64 sums; in float32 runs JAX truncates them, as intended.
 warnings.filterwarnings("ignore", message="Explicitly requested dtype float64", category=UserWarning)
+# jax-md 0.2.29's neighbor-list pruning scatters int64 into int32 under x64;
+# the values are atom indices far below 2³¹, so the cast is exact.
+warnings.filterwarnings("ignore", message="scatter inputs have incompatible types", category=FutureWarning)
 
 
 class SimulationError(RuntimeError):
@@ -116,11 +119,12 @@ def make_chunk_fn(integrator: Integrator, system: System, chunk_steps: int,
 
             position = nbr.to_cartesian(state.position, system)
             frame_slot = slot(step, start_step, frame_stride, max_frames, record)
-            frames = lax.dynamic_update_slice(frames, position[None], (frame_slot, 0, 0))
+            zero = jnp.zeros((), frame_slot.dtype)
+            frames = lax.dynamic_update_slice(frames, position[None], (frame_slot, zero, zero))
             sample = jnp.stack([state.potential_energy,
                                 kinetic_energy(state.velocity, state.mass), state.heat])
             thermo_slot = slot(step, start_step, thermo_stride, max_thermo, record)
-            thermo = lax.dynamic_update_slice(thermo, sample[None].astype(dtype), (thermo_slot, 0))
+            thermo = lax.dynamic_update_slice(thermo, sample[None].astype(dtype), (thermo_slot, zero))
             return (state, neighbor, frames, thermo, bad_step), None
 
         carry = (state, neighbor, frames, thermo, jnp.asarray(-1, jnp.int32))
@@ -237,6 +241,14 @@ class Simulation:
                         force=force, potential_energy=energy, mass=mass, rng=run_key,
                         heat=jnp.zeros((), self.dtype), thermostat=())
         return state, neighbor
+
+    def single_point(self) -> tuple[float, np.ndarray]:
+        """Potential energy (eV) and ``[N, 3]`` Cartesian forces (eV/Å) of the
+        starting configuration, in the frame of the normalised cell."""
+        coordinates = self._initial_coordinates
+        neighbor = self.neighbors.allocate(coordinates)
+        energy, force = jax.jit(self.energy_and_force)(coordinates, neighbor)
+        return float(energy), np.asarray(force, dtype=np.float64)
 
     # ------------------------------------------------------------ running
 
