@@ -172,3 +172,39 @@ def test_trajectory_formats_round_trip(tmp_path, extension):
     # Positions lie inside the box: the stored unit (Å or nm) was converted correctly.
     assert traj.xyz.max() < 2.3016 + 1e-3
     assert traj.xyz.max() > 2.0
+
+
+def test_empty_neighbor_list_grows(tmp_path):
+    # Ten atoms in a 100 Å box: no pair within the list radius, so the first list is empty.
+    # The approaching pair must be found by growing the list, energy exactly 0 until then.
+    rows = [(10, 10, 10), (10, 40, 10), (10, 70, 10), (40, 10, 40), (40, 40, 70), (70, 70, 10),
+            (70, 10, 70), (10, 70, 70)]
+    lines = [f"Ar {x} {y} {z} 0 0 0" for x, y, z in rows]
+    lines += ["Ar 44 70 40 0.002 0 0", "Ar 56 70 40 -0.002 0 0"]
+    path = tmp_path / "ten.xyz"
+    path.write_text('10\nLattice="100 0 0 0 100 0 0 0 100" Properties=species:S:1:pos:R:3:vel:R:3\n'
+                    + "\n".join(lines) + "\n")
+    spec = argon_input(steps=3000, precision="float64", velocities={"source": "structure"},
+                       integrator={"ensemble": "nve", "timestep_fs": 1.0},
+                       output={"thermo_stride": 50, "frame_stride": 1000})
+    spec["system"] = {"structure": str(path)}
+    stats, thermo = run(spec, tmp_path / "out")
+    assert stats.reallocations >= 1
+    # Separation 12 Å closes at 0.004 Å/fs: inside 8.5 Å only after step 875.
+    early = thermo["step"] <= 850
+    assert np.all(thermo["potential_energy_eV"][early] == 0)
+    assert np.min(thermo["potential_energy_eV"]) < -0.005
+    assert np.max(np.abs(thermo["total_energy_eV"] - thermo["total_energy_eV"][0])) < 1e-6
+
+
+def test_slab_all_pairs_refused(tmp_path):
+    # A 20 Å side is under four list radii, so jax-md would search all 26,250² pairs
+    # (about 7.7 GiB): refused before allocation, naming the side.
+    spec = argon_input()
+    spec["system"]["lattice"] = {"kind": "fcc", "element": "Ar", "lattice_constant_A": 5.754,
+                                 "repeats": [4, 44, 44]}
+    with pytest.raises(InputError) as err:
+        build(spec)
+    message = str(err.value)
+    assert "all-pairs neighbor search" in message
+    assert "23.02 Å is under 4 × 9.5 Å" in message
