@@ -309,7 +309,7 @@ def _format_location(loc) -> str:
 
 
 def format_validation_error(path: str, error: ValidationError) -> str:
-    """One line per problem: ``FILE: key.path: message (got VALUE)``."""
+    """Format each problem as one line: ``FILE: key.path: message (got VALUE)``."""
     lines = []
     for item in error.errors():
         key = _format_location(item["loc"]) or "(top level)"
@@ -367,7 +367,7 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def resolved_yaml(spec: InputSpec) -> str:
-    """The input with every default filled in, as YAML."""
+    """Dump the input with every default filled in, as YAML."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
 
 

@@ -1,8 +1,8 @@
 """Output writers: trajectory (through mdtraj), thermodynamic CSV and progress.
 
-Each trajectory format has its own on-disk units; mdtraj's writers take
-them directly, so the conversion from Å happens here and nowhere else:
-DCD and AMBER NetCDF store Å, XTC and HDF5 store nm.
+Each trajectory format has its own on-disk units, and mdtraj's writers take
+them directly. DCD and AMBER NetCDF store Å, XTC and HDF5 store nm, and the
+conversion from Å happens here and nowhere else.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from mdengine.units import TIME_UNIT_FS, kelvin_to_kT, kT_to_kelvin
 
 log = logging.getLogger(__name__)
 
-# jax-md asks for float64 sums; in float32 runs JAX truncates them, as intended.
+# jax-md requests float64 sums. In float32 runs JAX truncates them to float32, as intended.
 warnings.filterwarnings("ignore", message="Explicitly requested dtype float64", category=UserWarning)
 # jax-md 0.2.29's neighbor-list pruning scatters int64 into int32 under x64;
 # the values are atom indices far below 2³¹, so the cast is exact.
@@ -141,7 +141,7 @@ jax.tree_util.register_dataclass(ChunkOutput, data_fields=["state", "neighbor", 
 
 @dataclasses.dataclass
 class RunStats:
-    """What a finished run reports: throughput, energy conservation, files."""
+    """Summary of a finished run: throughput, energy conservation, files."""
 
     steps: int = 0
     wall_s: float = 0.0

@@ -51,8 +51,13 @@ spec="."
 [ "$extras" = "test" ] && spec=".[test]"
 stamp="$venv/.mdengine-installed${extras:+-$extras}"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
-    echo "installing mdengine and its dependencies into $venv" >&2
-    "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$venv/bin/python" -m pip install --quiet -e "$root$( [ "$spec" = "." ] && echo "" || echo "[test]")" >&2
+    echo "installing mdengine and its dependencies into $venv (log: $venv/install.log)" >&2
+    if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+           "$venv/bin/python" -m pip install -e "$root$( [ "$spec" = "." ] && echo "" || echo "[test]")"; } \
+           >"$venv/install.log" 2>&1; then
+        tail -n 30 "$venv/install.log" >&2
+        echo "error: installing mdengine failed; the full log is $venv/install.log" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
