@@ -1,4 +1,4 @@
-"""Command line: ``mdengine run INPUT`` and ``mdengine validate INPUT``."""
+"""Command line: ``mdengine run``, ``validate`` and ``inspect``."""
 
 from __future__ import annotations
 
@@ -26,9 +26,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("input", type=Path, help="YAML input file")
     run.add_argument("--steps", type=int, help="steps of the main phase (overrides run.steps)")
     run.add_argument("--output-dir", type=Path, help="output directory (overrides output.directory)")
+    start = run.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint in the output directory, up to "
+                            "run.steps (raise it to extend a finished run)")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start afresh even if the output directory holds an earlier run")
 
     validate = commands.add_parser("validate", help="check an input file without running it")
     validate.add_argument("input", type=Path, help="YAML input file")
+
+    inspect = commands.add_parser("inspect", help="describe a checkpoint")
+    inspect.add_argument("path", type=Path,
+                         help="a run's output directory, its checkpoint folder, or one checkpoint")
     return parser
 
 
@@ -38,8 +48,10 @@ def _setup_logging(verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("jax", "absl", "orbax"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("jax").setLevel(logging.WARNING)
+    # orbax logs routine notices (read-only managers, background threads) as warnings.
+    for noisy in ("absl", "orbax"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def _add_file_log(output_dir: Path) -> None:
@@ -69,34 +81,73 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from mdengine.runner import execute
+    from mdengine.config import InputError
+    from mdengine.runner import RunInterrupted, execute
     from mdengine.simulation import Simulation
     spec = _load(args)
     output_dir = Path(spec.output.directory)
     # Validate completely before creating the output directory or its log.
-    simulation = Simulation(spec, args.input.parent)
+    simulation = Simulation(spec, args.input.parent, input_path=args.input.resolve())
+    thermo = output_dir / spec.output.thermo
+    if thermo.exists() and not (args.resume or args.overwrite):
+        raise InputError(f"{output_dir} already holds a run ({thermo.name}); use --resume to "
+                         "continue it, --overwrite to replace it, or another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     _add_file_log(output_dir)
-    log.info("mdengine %s: %s -> %s", __version__, args.input, output_dir)
-    execute(simulation, output_dir)
+    log.info("mdengine %s: %s -> %s%s", __version__, args.input, output_dir,
+             " (resume)" if args.resume else "")
+    try:
+        execute(simulation, output_dir, resume=args.resume)
+    except RunInterrupted as stop:
+        where = f"; checkpoint in {stop.checkpoint_dir}" if stop.checkpoint_dir else ""
+        print(f"{stop}{where}. Resume with: mdengine run {args.input} --resume"
+              + (f" --output-dir {args.output_dir}" if args.output_dir else ""), file=sys.stderr)
+        return 128 + stop.signum
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from mdengine.checkpoint import inspect_checkpoint
+    record = inspect_checkpoint(args.path)
+    fields = [
+        ("checkpoint", record["path"]),
+        ("step", record["step"]),
+        ("simulated time", f"{record['time_ps']:g} ps"),
+        ("phase", f"{record['phase']} ({record['ensemble']})"),
+        ("temperature", f"{record['temperature_K']:.2f} K"),
+        ("potential energy", f"{record['potential_energy_eV']:.6f} eV"),
+        ("potential", record["potential"]),
+        ("atoms", record["n_atoms"]),
+        ("time step", f"{record['timestep_fs']:g} fs"),
+        ("input", record.get("input_path")),
+        ("input fingerprint", record["fingerprint"][:16]),
+        ("output written", f"{record['frames_written']} frames, {record['thermo_rows_written']} thermo rows"),
+        ("saved", f"{record['saved_at']} by mdengine {record['mdengine_version']}"),
+        ("steps available", ", ".join(map(str, record["available_steps"]))),
+    ]
+    for name, value in fields:
+        print(f"{name + ':':<19} {value}")
     return 0
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    from mdengine.checkpoint import CheckpointError
     from mdengine.config import InputError
     from mdengine.simulation import SimulationError
+    commands = {"run": cmd_run, "validate": cmd_validate, "inspect": cmd_inspect}
     try:
-        return {"run": cmd_run, "validate": cmd_validate}[args.command](args)
+        return commands[args.command](args)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    except SimulationError as err:
+    except (SimulationError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SIMULATION_ERROR
     except KeyboardInterrupt:
-        print("interrupted; files written so far are closed and readable", file=sys.stderr)
+        print("interrupted at once; files written so far are closed and readable, and the "
+              "newest checkpoint is intact (resume with --resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

@@ -244,6 +244,18 @@ class RunSpec(Strict):
     equilibration: EquilibrationSpec | None = None
 
 
+class CheckpointSpec(Strict):
+    """Orbax checkpoints of the full state, written at chunk ends and when the run ends."""
+
+    directory: str = Field("checkpoints", description="Folder inside the output directory.")
+    interval_steps: PositiveInt | None = Field(
+        None, description="Write a checkpoint every this many steps (chunks end on these steps).")
+    interval_minutes: PositiveFloat | None = Field(
+        15.0, description="Write a checkpoint when this much wall time (minutes) has passed "
+                          "since the last one; whichever of the two intervals comes first.")
+    keep: Annotated[int, Field(ge=1)] = Field(3, description="Number of newest checkpoints kept.")
+
+
 class OutputSpec(Strict):
     directory: str = Field("run", description="Output directory, relative to the working directory.")
     trajectory: str | None = Field("trajectory.dcd", description="Trajectory file in the output "
@@ -253,6 +265,8 @@ class OutputSpec(Strict):
     thermo_stride: PositiveInt = 10
     log_interval_s: PositiveFloat = Field(10.0, description="Seconds between progress log lines "
                                                             "when the output is not a terminal.")
+    checkpoint: CheckpointSpec | None = Field(
+        CheckpointSpec(), description="Checkpoint settings; null disables checkpoints.")
 
     @field_validator("trajectory")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,7 +44,9 @@ class TrajectoryWriter:
     """
 
     def __init__(self, path: Path, topology: mdtraj.Topology, cell: np.ndarray | None,
-                 timestep_ps: float):
+                 timestep_ps: float, keep_frames: int | None = None):
+        """Create the file, or with ``keep_frames`` keep that many frames of an
+        existing one and append after them."""
         self.path = Path(path)
         self.suffix = self.path.suffix.lower()
         self.topology = topology
@@ -51,9 +54,51 @@ class TrajectoryWriter:
         self.frames_written = 0
         self.lengths_A, self.angles = (None, None) if cell is None else cell_lengths_angles(cell)
         self.cell = cell
-        self._file = mdtraj.open(str(self.path), "w")
+        if keep_frames:
+            self._file = self._rewrite_prefix(keep_frames)
+            self.frames_written = keep_frames
+        else:
+            self._file = self._open_new(self.path)
+
+    def _open_new(self, path: Path):
+        handle = mdtraj.open(str(path), "w")
         if self.suffix == ".h5":
-            self._file.topology = topology
+            handle.topology = self.topology
+        return handle
+
+    def _rewrite_prefix(self, n_frames: int):
+        """Copy the first ``n_frames`` frames, in the file's own units and bit for bit,
+        into a new file that then replaces the old one; returns it open for appending.
+
+        DCD cannot be appended to in place, so every format takes this path.
+        NOTE: the copy costs time proportional to the trajectory kept.
+        """
+        from mdengine.config import InputError
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: missing, but the checkpoint records {n_frames} frames in it")
+        with mdtraj.open(str(self.path), "r") as old:
+            data = old.read(n_frames=n_frames)
+        coordinates = data.coordinates if self.suffix == ".h5" else data[0]
+        if len(coordinates) < n_frames:
+            raise InputError(f"{self.path}: has {len(coordinates)} frames, fewer than the {n_frames} "
+                             "the checkpoint records; the file was truncated or replaced")
+        temporary = self.path.with_name(self.path.stem + ".partial" + self.path.suffix)
+        new = self._open_new(temporary)
+        if self.suffix == ".dcd":
+            new.write(coordinates, cell_lengths=data[1], cell_angles=data[2])
+        elif self.suffix == ".xtc":
+            new.write(coordinates, time=data[1], step=data[2], box=data[3])
+        elif self.suffix == ".nc":
+            new.write(coordinates, time=data[1], cell_lengths=data[2], cell_angles=data[3])
+        else:
+            new.write(coordinates, time=data.time, cell_lengths=data.cell_lengths,
+                      cell_angles=data.cell_angles)
+        flush = getattr(new, "flush", None)
+        if flush is not None:
+            flush()
+        os.replace(temporary, self.path)
+        log.info("trajectory %s cut back to the %d frames of the checkpoint", self.path, n_frames)
+        return new
 
     @property
     def topology_path(self) -> Path | None:
@@ -104,12 +149,31 @@ class TrajectoryWriter:
 class ThermoWriter:
     """Thermodynamic samples as CSV with units in every column name, flushed per chunk."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keep_rows: int | None = None):
+        """Create the file, or with ``keep_rows`` cut an existing one back to its
+        header and that many rows and append after them."""
         self.path = Path(path)
-        self._handle = self.path.open("w", newline="")
-        self._writer = csv.writer(self._handle)
-        self._writer.writerow(THERMO_COLUMNS)
         self.rows_written = 0
+        if keep_rows is None:
+            self._handle = self.path.open("w", newline="")
+            self._writer = csv.writer(self._handle)
+            self._writer.writerow(THERMO_COLUMNS)
+            return
+        self._truncate(keep_rows)
+        self._handle = self.path.open("a", newline="")
+        self._writer = csv.writer(self._handle)
+        self.rows_written = keep_rows
+
+    def _truncate(self, keep_rows: int) -> None:
+        from mdengine.config import InputError
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: missing, but the checkpoint records {keep_rows} rows in it")
+        with self.path.open("rb+") as handle:
+            lines = handle.readlines()
+            if len(lines) < keep_rows + 1:
+                raise InputError(f"{self.path}: has {len(lines) - 1} rows, fewer than the {keep_rows} "
+                                 "the checkpoint records; the file was truncated or replaced")
+            handle.truncate(sum(len(line) for line in lines[:keep_rows + 1]))
 
     def write(self, rows: list[tuple]) -> None:
         for row in rows:

@@ -1,77 +1,283 @@
-"""Run an input end to end: outputs, phases, summary."""
+"""Run an input end to end: outputs, phases, checkpoints, resume, signals, summary."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import signal
+import threading
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from mdengine import neighbors as nbr
-
-from mdengine.config import resolved_yaml
-from mdengine.integrators import kinetic_energy
+from mdengine.checkpoint import (CheckpointError, Checkpointer, differences, fingerprint,
+                                 fingerprint_sections)
+from mdengine.config import InputError, resolved_yaml
+from mdengine.integrators import MDState, kinetic_energy
 from mdengine.reporters import Progress, ThermoWriter, TrajectoryWriter, format_duration
-from mdengine.simulation import RunStats, Simulation
+from mdengine.simulation import RunHooks, RunStats, Simulation
+from mdengine.units import kelvin_to_kT
 
 log = logging.getLogger(__name__)
 
 RESOLVED_INPUT = "input.resolved.yaml"
 
 
-def execute(simulation: Simulation, output_dir: Path) -> RunStats:
+class RunInterrupted(RuntimeError):
+    """The run stopped on SIGINT or SIGTERM after writing a checkpoint."""
+
+    def __init__(self, signum: int, step: int, checkpoint_dir: Path | None):
+        self.signum = signum
+        self.step = step
+        self.checkpoint_dir = checkpoint_dir
+        super().__init__(f"stopped at step {step} on {signal.Signals(signum).name}")
+
+
+class StopSignals:
+    """Turn the first SIGINT or SIGTERM into a stop request; a second SIGINT stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: finishing the current chunk, then writing a checkpoint; "
+                    "press Ctrl-C again to stop at once", signal.Signals(signum).name)
+
+
+class CheckpointHooks(RunHooks):
+    """Write checkpoints at the configured intervals and honour stop requests."""
+
+    def __init__(self, simulation: Simulation, checkpointer: Checkpointer | None, writers,
+                 signals: StopSignals):
+        self.simulation = simulation
+        self.checkpointer = checkpointer
+        self.writers = writers
+        self.signals = signals
+        spec = simulation.spec.output.checkpoint
+        self.interval_steps = spec.interval_steps if spec else None
+        self.interval_s = spec.interval_minutes * 60 if spec and spec.interval_minutes else None
+
+    def chunk_limit(self, first_step):
+        if self.checkpointer is None or self.interval_steps is None:
+            return None
+        return (first_step // self.interval_steps + 1) * self.interval_steps
+
+    def stop_requested(self) -> bool:
+        return self.signals.signum is not None
+
+    def after_chunk(self, step, state, neighbor, phase):
+        if self.checkpointer is None:
+            return
+        due = self.stop_requested()
+        if self.interval_steps is not None and step % self.interval_steps == 0:
+            due = True
+        if self.interval_s is not None and time.monotonic() - self.checkpointer.last_saved_time >= self.interval_s:
+            due = True
+        if due:
+            self.save(step, state, neighbor, phase)
+
+    def save(self, step, state, neighbor, phase) -> None:
+        if self.checkpointer is None or self.checkpointer.last_saved_step == step:
+            return
+        self.checkpointer.save(step, state, neighbor, self.metadata(step, state, neighbor, phase))
+
+    def metadata(self, step, state, neighbor, phase) -> dict:
+        simulation = self.simulation
+        trajectory, thermo = self.writers
+        kinetic = float(kinetic_energy(state.velocity, state.mass))
+        return {
+            "phase": phase.name,
+            "phase_index": simulation.phases.index(phase),
+            "ensemble": phase.integrator.name,
+            "time_ps": step * simulation.timestep_fs / 1000,
+            "timestep_fs": simulation.timestep_fs,
+            "temperature_K": float(simulation.temperature_K(np.array(kinetic), phase)),
+            "potential_energy_eV": float(state.potential_energy),
+            "potential": simulation.potential.description,
+            "n_atoms": simulation.system.n_atoms,
+            "frames_written": 0 if trajectory is None else trajectory.frames_written,
+            "thermo_rows_written": thermo.rows_written,
+            "neighbor_idx_shape": list(neighbor.idx.shape),
+            "neighbor_settings": simulation.spec.neighbor.model_dump(mode="json"),
+            "fingerprint": fingerprint(simulation.spec),
+            "input_sections": fingerprint_sections(simulation.spec),
+            "input_path": str(simulation.input_path) if simulation.input_path else None,
+        }
+
+
+def phase_bounds(simulation: Simulation) -> list[tuple[int, int]]:
+    """``(first, last)`` global steps of each phase: the phase runs steps first+1 … last."""
+    bounds, start = [], 0
+    for phase in simulation.phases:
+        bounds.append((start, start + phase.steps))
+        start += phase.steps
+    return bounds
+
+
+def execute(simulation: Simulation, output_dir: Path, resume: bool = False) -> RunStats:
     """Run a built simulation, writing its outputs into ``output_dir``.
 
     Building the :class:`Simulation` checks the input completely, so an
-    invalid input fails before the output directory is touched.
+    invalid input fails before the output directory is touched. With
+    ``resume``, the run continues from the newest readable checkpoint; the
+    trajectory and thermo files are cut back to that checkpoint first.
+
+    Raises:
+      InputError: nothing to resume, or a checkpoint from an incompatible input.
+      RunInterrupted: SIGINT or SIGTERM; a checkpoint was written first.
+      SimulationError, CheckpointError: the run failed.
     """
     spec = simulation.spec
-    log.info("system: %d atoms (%s), %s", simulation.system.n_atoms,
-             ", ".join(simulation.system.species_names), simulation.system.source)
-    log.info("potential: %s; neighbor list %s, skin %g Å", simulation.potential.description,
-             simulation.potential.neighbor_format.name, spec.neighbor.skin_A)
-    for phase in simulation.phases:
-        log.info("phase %s: %s, %d steps of %g fs", phase.name, phase.integrator.name,
-                 phase.steps, spec.timestep_fs())
-
     output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_spec = spec.output.checkpoint
+    checkpointer = None
+    if checkpoint_spec is not None:
+        checkpointer = Checkpointer(output_dir / checkpoint_spec.directory, checkpoint_spec.keep)
+
+    if resume:
+        state, neighbor, start_step, phase_index, counts = _restore(simulation, checkpointer, output_dir)
+    else:
+        state, neighbor = simulation.initial_state()
+        start_step, phase_index, counts = 0, 0, None
     (output_dir / RESOLVED_INPUT).write_text(resolved_yaml(spec))
+
     stats = RunStats()
-    state, neighbor = simulation.initial_state()
-    writers = _open_writers(spec, simulation, output_dir)
+    writers = _open_writers(spec, simulation, output_dir, counts)
     progress = Progress(simulation.total_steps, spec.timestep_fs(), spec.output.log_interval_s)
     begin = time.perf_counter()
+    bounds = phase_bounds(simulation)
+    interrupted = None
     try:
-        _write_initial_sample(simulation, state, writers)
-        step = 0
-        for phase in simulation.phases:
-            state, neighbor = simulation.run_phase(phase, state, neighbor, step, writers, progress, stats)
-            step += phase.steps
-        progress.update(step, force=True)
+        with StopSignals() as signals:
+            hooks = CheckpointHooks(simulation, checkpointer, writers, signals)
+            if not resume:
+                _write_initial_sample(simulation, state, writers)
+            step = start_step
+            for index in range(phase_index, len(simulation.phases)):
+                phase = simulation.phases[index]
+                first, last = bounds[index]
+                if step >= last:
+                    continue
+                state, neighbor, stopped = simulation.run_phase(
+                    phase, state, neighbor, step, last, writers, progress, stats, hooks,
+                    fresh=step == first)
+                if stopped:
+                    step = _last_saved(checkpointer, step)
+                    interrupted = RunInterrupted(signals.signum, step, checkpointer and checkpointer.directory)
+                    break
+                step = last
+            if interrupted is None:
+                hooks.save(step, state, neighbor, simulation.phases[-1])
+                progress.update(step, force=True)
     finally:
         progress.finish()
         stats.wall_s = time.perf_counter() - begin
         for writer in writers:
             if writer is not None:
                 writer.close()
+        if checkpointer is not None:
+            checkpointer.close()
+    if interrupted is not None:
+        raise interrupted
+
     stats.files = {"thermo": str(writers[1].path), "input": str(output_dir / RESOLVED_INPUT)}
     if writers[0] is not None:
         stats.files["trajectory"] = str(writers[0].path)
         if writers[0].topology_path is not None:
             stats.files["topology"] = str(writers[0].topology_path)
+    if checkpointer is not None:
+        stats.files["checkpoints"] = str(checkpointer.directory)
     _energy_statistics(simulation, stats, writers[1].path)
     log_summary(simulation, stats)
     return stats
 
 
-def _open_writers(spec, simulation, output_dir):
+def _last_saved(checkpointer, step):
+    return step if checkpointer is None or checkpointer.last_saved_step is None else checkpointer.last_saved_step
+
+
+def _state_template(simulation: Simulation, phase_index: int) -> MDState:
+    """Shapes and dtypes of the state while phase ``phase_index`` runs."""
+    n, dtype = simulation.system.n_atoms, simulation.dtype
+    vector = jax.ShapeDtypeStruct((n, 3), dtype)
+    scalar = jax.ShapeDtypeStruct((), dtype)
+    base = MDState(position=vector, velocity=vector, force=vector, potential_energy=scalar,
+                   mass=jax.ShapeDtypeStruct((n, 1), dtype),
+                   rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)), heat=scalar, thermostat=())
+    phase = simulation.phases[phase_index]
+    kT = jnp.asarray(kelvin_to_kT(phase.temperature_K or 0.0), dtype)
+    return jax.eval_shape(lambda state: phase.integrator.init_fn(state, kT), base)
+
+
+def _restore(simulation: Simulation, checkpointer: Checkpointer | None, output_dir: Path):
+    """Load the newest readable checkpoint and check it belongs to this input."""
+    if checkpointer is None:
+        raise InputError("--resume needs checkpoints, but output.checkpoint is null in the input")
+    if not checkpointer.steps():
+        raise InputError(f"--resume: no checkpoint in {checkpointer.directory}; "
+                         "run without --resume to start a new run")
+    restored = checkpointer.restore_latest(
+        lambda metadata: _state_template(simulation, metadata["phase_index"]), simulation.dtype)
+    if restored is None:
+        raise InputError(f"--resume: no readable checkpoint in {checkpointer.directory}; "
+                         "the unreadable ones were moved aside")
+    state, neighbor_arrays, metadata = restored
+
+    if metadata["fingerprint"] != fingerprint(simulation.spec):
+        changed = differences(metadata["input_sections"], fingerprint_sections(simulation.spec))
+        raise InputError(f"--resume: the checkpoint of step {metadata['step']} was written for a "
+                         f"different input ({'; '.join(changed)}); only run.steps, run.chunk_steps, "
+                         "output and neighbor settings may change between runs")
+    step = metadata["step"]
+    log.info("resuming from the checkpoint of step %d (t = %g ps, %s) in %s", step,
+             metadata["time_ps"], metadata["phase"], checkpointer.directory)
+    if step >= simulation.total_steps:
+        log.info("the run is complete at step %d; raise run.steps to extend it", step)
+    neighbor = _restored_neighbor(simulation, state, neighbor_arrays, metadata)
+    counts = (metadata["frames_written"], metadata["thermo_rows_written"])
+    return state, neighbor, step, metadata["phase_index"], counts
+
+
+def _restored_neighbor(simulation, state, arrays, metadata):
+    """The neighbor list as it was at the checkpoint, or a fresh one if the settings changed."""
+    fresh = simulation.neighbors.allocate(state.position)
+    if metadata["neighbor_settings"] != simulation.spec.neighbor.model_dump(mode="json"):
+        log.info("neighbor settings changed since the checkpoint: the neighbor list is rebuilt, "
+                 "so the continuation is not bit-identical to an uninterrupted run")
+        return fresh
+    return dataclasses.replace(fresh, idx=arrays["idx"], reference_position=arrays["reference_position"],
+                               max_occupancy=arrays["capacity"])
+
+
+def _open_writers(spec, simulation, output_dir, counts):
+    """Open the trajectory and thermo writers; with ``counts`` (frames, rows), cut
+    existing files back to that many entries and append after them."""
     out = spec.output
+    frames, rows = counts if counts is not None else (None, None)
     trajectory = None
     if out.trajectory is not None:
         trajectory = TrajectoryWriter(output_dir / out.trajectory, simulation.system.topology,
-                                      simulation.system.cell, spec.timestep_fs() / 1000)
-    return trajectory, ThermoWriter(output_dir / out.thermo)
+                                      simulation.system.cell, spec.timestep_fs() / 1000,
+                                      keep_frames=frames)
+    return trajectory, ThermoWriter(output_dir / out.thermo, keep_rows=rows)
 
 
 def _write_initial_sample(simulation, state, writers):
@@ -85,7 +291,7 @@ def _write_initial_sample(simulation, state, writers):
 
 
 def _energy_statistics(simulation, stats: RunStats, thermo_path: Path) -> None:
-    """Drift of the conserved energy in NVE phases and mean temperature of NVT phases."""
+    """Drift of the total energy in NVE phases and mean temperature of NVT phases."""
     data = np.genfromtxt(thermo_path, delimiter=",", names=True, dtype=None, encoding="utf-8")
     data = np.atleast_1d(data)
     n_atoms = simulation.system.n_atoms
@@ -125,3 +331,6 @@ def log_summary(simulation, stats: RunStats) -> None:
         lines.append(f"  {kind + ':':<17} {path}")
     for line in lines:
         log.info(line)
+
+
+__all__ = ["execute", "RunInterrupted", "CheckpointError"]

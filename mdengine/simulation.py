@@ -158,6 +158,20 @@ class RunStats:
         return self.steps / run_time if run_time > 0 else float("nan")
 
 
+class RunHooks:
+    """Callbacks of the run loop; the defaults do nothing."""
+
+    def chunk_limit(self, first_step: int) -> int | None:
+        """A step the chunk starting after ``first_step`` must end on, or None."""
+        return None
+
+    def after_chunk(self, step: int, state: MDState, neighbor, phase: Phase) -> None:
+        """Called with the verified state after each chunk's samples are written."""
+
+    def stop_requested(self) -> bool:
+        return False
+
+
 class Simulation:
     """A system, a potential and its phases, built from a validated input.
 
@@ -165,13 +179,15 @@ class Simulation:
     thermostat settings) before anything is compiled.
     """
 
-    def __init__(self, spec: InputSpec, base_dir: Path):
+    def __init__(self, spec: InputSpec, base_dir: Path, input_path: Path | None = None):
         self.spec = spec
+        self.input_path = input_path
         set_precision(spec.precision)
         self.dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
         self.system = build_system(spec.system, base_dir, spec.seed)
         self.displacement_fn, self.shift_fn, coordinates = nbr.make_space(self.system, self.dtype)
-        self.potential = build_potential(spec.potential, self.system, self.displacement_fn, base_dir)
+        self.potential = build_potential(spec.potential, self.system, self.displacement_fn, base_dir,
+                                         self.dtype)
         self.neighbors = nbr.make_neighbor_builder(
             self.system, self.displacement_fn, self.potential.cutoff_A, spec.neighbor.skin_A,
             spec.neighbor.capacity_multiplier, self.potential.neighbor_format, self.dtype)
@@ -269,19 +285,35 @@ class Simulation:
                          float(kinetic[k]), float(total), float(total - heat[k]), float(temperature[k])))
         return rows
 
-    def run_phase(self, phase: Phase, state: MDState, neighbor, start_step: int, writers,
-                  progress, stats: RunStats) -> tuple[MDState, object]:
-        """Run one phase chunk by chunk; returns the final state and neighbor list."""
+    def run_phase(self, phase: Phase, state: MDState, neighbor, start_step: int, end_step: int,
+                  writers, progress, stats: RunStats, hooks=None,
+                  fresh: bool = True) -> tuple[MDState, object, bool]:
+        """Run steps ``start_step + 1 … end_step`` of one phase, chunk by chunk.
+
+        Args:
+          fresh: the phase starts here, so its thermostat is initialised; false
+            when continuing a phase from a checkpoint.
+          hooks: a :class:`RunHooks`; it may end chunks early (checkpoint steps),
+            act after each chunk and request a stop.
+
+        Returns:
+          ``(state, neighbor, stopped)``; ``stopped`` is true when the hooks
+          requested a stop before ``end_step``.
+        """
+        hooks = hooks or RunHooks()
         out = self.spec.output
         kT = jnp.asarray(kelvin_to_kT(phase.temperature_K or 0.0), self.dtype)
-        state = phase.integrator.init_fn(state, kT)
+        if fresh:
+            state = phase.integrator.init_fn(state, kT)
         chunk_fn = jax.jit(make_chunk_fn(phase.integrator, self.system, self.chunk_steps,
                                          out.frame_stride, out.thermo_stride))
-        end_step = start_step + phase.steps
         compiled = None
 
         def dispatch(state, neighbor, first_step):
             n_active = min(self.chunk_steps, end_step - first_step)
+            limit = hooks.chunk_limit(first_step)
+            if limit is not None and first_step < limit < first_step + n_active:
+                n_active = limit - first_step
             args = (state, neighbor, jnp.asarray(first_step, jnp.int32),
                     jnp.asarray(n_active, jnp.int32), kT)
             return compiled(*args), first_step, n_active
@@ -294,8 +326,8 @@ class Simulation:
             stats.compilations += 1
             return result
 
-        if phase.steps == 0:
-            return state, neighbor
+        if end_step <= start_step:
+            return state, neighbor, False
         compiled = compile_for(state, neighbor)
         progress.restart_clock(start_step)
         job = dispatch(state, neighbor, start_step)
@@ -311,7 +343,7 @@ class Simulation:
             bad_step = int(output.bad_step)
             next_step = first_step + n_active
             job = None
-            if bad_step < 0 and next_step < end_step:
+            if bad_step < 0 and next_step < end_step and not hooks.stop_requested():
                 job = dispatch(output.state, output.neighbor, next_step)
 
             last_good = next_step if bad_step < 0 else bad_step - 1
@@ -320,8 +352,11 @@ class Simulation:
             if bad_step >= 0:
                 raise SimulationError(self._non_finite_message(output.state, bad_step, writers))
             state, neighbor = output.state, output.neighbor
-        stats.steps += phase.steps
-        return state, neighbor
+            stats.steps += n_active
+            hooks.after_chunk(next_step, state, neighbor, phase)
+            if hooks.stop_requested() and next_step < end_step:
+                return state, neighbor, True
+        return state, neighbor, False
 
     def _reallocate(self, state, neighbor, first_step, stats):
         new = self.neighbors.grow(state.position, neighbor)

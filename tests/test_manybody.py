@@ -23,20 +23,21 @@ REFERENCE = json.loads((REPO / "tests" / "data" / "lammps_reference.json").read_
 KINDS = {"sw": "stillinger_weber", "tersoff": "tersoff", "eam/alloy": "eam"}
 
 # Verlet skin per case (Å). The list radius, cutoff + skin, must stay within
-# half the box edge: 5.431 Å for the 10.862 Å Si boxes and 5.4225 Å for the
-# 10.845 Å Cu box, whose EAM cutoff of 5.4 Å leaves room for no skin.
+# half the box edge, which is 5.431 Å for the Si boxes and 5.4225 Å for the
+# Cu box. The 5.4 Å EAM cutoff therefore leaves no room for a skin.
 SKIN_A = {"si_sw": 1.0, "si_tersoff": 1.0, "cu_eam": 0.0}
 
 # Tolerances (eV total, eV/Å per component) and their reasons.
 TOLERANCE = {
-    # Same analytic Stillinger–Weber form in both codes; only float64
-    # rounding over 64 atoms remains.
+    # Same analytic form in both codes. jax-md's bond-angle cosine adds 1e-7 Å
+    # to each bond length (quantity.cosine_angle_between_two_vectors, jax-md
+    # 0.2.29), which moves the displaced cell by 3e-7 eV and 2e-7 eV/Å
+    # (measured); 1e-5 leaves margin.
     "si_sw": {"energy": 1e-5, "force": 1e-5},
     # jax-md's Tersoff total energy differs from LAMMPS by about 7e-6 eV on
     # these 64-atom cells (measured with jax-md 0.2.29), so 1e-4 eV leaves
-    # margin. The cause is jax-md's bond-angle cosine, which adds 1e-7 Å to
-    # each bond length (quantity.cosine_angle_between_two_vectors). The
-    # forces agree to better than 1e-5 eV/Å.
+    # margin. The cause is the same 1e-7 Å added to each bond length in
+    # jax-md's angle cosine. The forces agree to 2e-7 eV/Å (measured).
     "si_tersoff": {"energy": 1e-4, "force": 1e-5},
     # jax-md interpolates the tabulated setfl functions with its own splines,
     # which differ from LAMMPS's cubic interpolation by about 5e-5 eV in the
@@ -128,10 +129,10 @@ def test_displaced_forces_nonzero(results):
 # Published cohesive energies of the perfect lattices (eV/atom).
 
 def test_sw_diamond_energy_per_atom(results):
-    # Stillinger and Weber, Phys. Rev. B 31, 5262 (1985): each atom of the
-    # perfect diamond lattice at its optimum has −2ε = −4.3366 eV, because the
-    # three-body term vanishes at the tetrahedral angle. a = 5.431 Å is that
-    # optimum to 1e-5 in the bond length, so the energy agrees to 1e-4 eV/atom.
+    # Published value (Stillinger and Weber, Phys. Rev. B 31, 5262 (1985), as
+    # recorded in the reference data): −2ε = −4.3366 eV/atom at the optimum
+    # lattice, where the three-body term vanishes. a = 5.431 Å matches that
+    # optimum bond length to 1e-5 relative, so 1e-4 eV/atom holds.
     energy, _ = results("si_sw_perfect")
     per_atom = energy / REFERENCE["si_sw_perfect"]["n_atoms"]
     assert abs(per_atom - (-4.3366)) <= 1e-4
@@ -140,9 +141,9 @@ def test_sw_diamond_energy_per_atom(results):
 def tersoff_diamond_energy_per_atom(path: Path, lattice_constant_A: float) -> float:
     """Closed-form Tersoff energy per atom (eV) of perfect diamond.
 
-    Each atom has four neighbors at d = √3 a / 4 (inside R − D, so the cutoff
-    function is 1) and each bond sees three others at cos θ = −1/3 with equal
-    lengths, so the exponential term is 1 and ζ = 3 g(θ).
+    Each atom has four neighbors at d = √3 a / 4, inside R − D, so the cutoff
+    function is 1. Each bond has three other bonds of equal length at
+    cos θ = −1/3, so the exponential term is 1 and ζ = 3 g(θ).
     """
     words = []
     for line in path.read_text().splitlines():
@@ -169,18 +170,19 @@ def test_tersoff_diamond_closed_form(results):
 
 
 def test_tersoff_diamond_energy_per_atom(results):
-    # Tersoff, Phys. Rev. B 38, 9902 (1988) lists −4.63 eV/atom for Si(C),
-    # three significant figures, so the tolerance is half a unit of the last one.
+    # The published value for Si(C) is −4.63 eV/atom (Tersoff, Phys. Rev. B 38,
+    # 9902 (1988), as recorded in the reference data). It has three significant
+    # figures, so the tolerance is half a unit of the last one.
     energy, _ = results("si_tersoff_perfect")
     per_atom = energy / REFERENCE["si_tersoff_perfect"]["n_atoms"]
     assert abs(per_atom - (-4.63)) <= 0.005
 
 
 def test_eam_fcc_energy_per_atom(results):
-    # Zhou, Johnson and Wadley, Phys. Rev. B 69, 144113 (2004) fit Cu to a
-    # cohesive energy of 3.54 eV at a = 3.615 Å; the table's switch to zero
-    # between 5.2 and 5.4 Å moves it by about 2e-5 eV/atom (LAMMPS value in
-    # the reference data), well inside 1e-4 eV/atom.
+    # The published value is −3.54 eV/atom at a = 3.615 Å (Zhou, Johnson and
+    # Wadley, Phys. Rev. B 69, 144113 (2004), as recorded in the reference
+    # data). The table's switch to zero between 5.2 and 5.4 Å moves it by
+    # 2e-5 eV/atom in LAMMPS, well inside 1e-4 eV/atom.
     energy, _ = results("cu_eam_perfect")
     per_atom = energy / REFERENCE["cu_eam_perfect"]["n_atoms"]
     assert abs(per_atom - (-3.54)) <= 1e-4
@@ -199,3 +201,15 @@ def test_small_cell_rejected(tmp_path):
     assert "2x2x2" in message
     assert "5.431" in message
     assert "3.77118" in message
+
+
+def test_eam_float32_knot_forces(tmp_path):
+    # Two Cu atoms 2.4 Å apart in free space: in float32, 2.4 Å is exactly
+    # knot 1200 of the 0.002 Å table, which turns the forces into NaN.
+    (tmp_path / "dimer.xyz").write_text(
+        '2\nProperties=species:S:1:pos:R:3\nCu 0.0 0.0 0.0\nCu 2.4 0.0 0.0\n')
+    spec = manybody_input("dimer.xyz", "eam", REPO / "inputs/potentials/Cu_zhou04.eam.alloy", 0.5)
+    spec["system"]["periodic"] = False
+    spec["precision"] = "float32"
+    _, forces = Simulation(InputSpec.model_validate(spec), base_dir=tmp_path).single_point()
+    assert np.all(np.isfinite(forces))

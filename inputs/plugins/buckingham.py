@@ -7,9 +7,9 @@ is zero at the cutoff. One parameter set applies to every pair, whatever
 the species.
 
 The energy function reads a full sparse neighbor list (``neighbor_format:
-sparse``), in which each pair appears twice and unused slots hold the index
-N (the number of atoms); the pair sum is therefore halved, and padded slots
-are masked so that they add exactly zero to the energy and to its gradient.
+sparse``), in which each pair appears twice, so the pair sum is halved.
+Unused slots of the list hold the index N (the number of atoms). They are
+masked so that they add exactly zero to the energy and to its gradient.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def buckingham(displacement_fn, species, A_eV, rho_A, C_eV_A6, cutoff_A):
         j = jnp.where(real, senders, 0)
         r = space.distance(pair_displacement(positions[i], positions[j]))
         inside = real & (r > 0) & (r < cutoff)
-        # Substitute the cutoff where the pair does not count, so the
-        # division and the exponential never see zero or a stale distance.
+        # Substitute the cutoff where the pair does not count, so neither the
+        # division nor its gradient ever sees a zero distance.
         r_safe = jnp.where(inside, r, cutoff)
         pair = A * jnp.exp(-r_safe / rho) - C / r_safe**6 - shift
         return 0.5 * jnp.sum(jnp.where(inside, pair, 0.0))

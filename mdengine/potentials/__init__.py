@@ -19,7 +19,7 @@ from mdengine.potentials.plugin import build_custom_potential
 __all__ = ["Potential", "build_potential"]
 
 
-def build_potential(spec, system, displacement_fn, base_dir: Path) -> Potential:
+def build_potential(spec, system, displacement_fn, base_dir: Path, dtype) -> Potential:
     """Build the potential an input's ``potential`` section describes.
 
     Args:
@@ -27,9 +27,10 @@ def build_potential(spec, system, displacement_fn, base_dir: Path) -> Potential:
       system: the :class:`~mdengine.system.System` it acts on (species, box).
       displacement_fn: jax-md displacement function returning Cartesian Å.
       base_dir: folder of the input file; relative file names resolve from it.
+      dtype: floating-point type of the run, for tabulated potentials.
     """
     if isinstance(spec, FilePotential):
-        return build_file_potential(spec, system, displacement_fn, base_dir)
+        return build_file_potential(spec, system, displacement_fn, base_dir, dtype)
     if isinstance(spec, CustomPotential):
         return build_custom_potential(spec, system, displacement_fn, base_dir)
     return build_pair_potential(spec, system, displacement_fn)

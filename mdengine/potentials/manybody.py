@@ -1,10 +1,11 @@
 """Many-body potentials read from LAMMPS-format parameter files.
 
 Stillinger–Weber (``pair_style sw``), Tersoff (``pair_style tersoff``) and
-EAM (``pair_style eam/alloy`` setfl) through jax-md's implementations.
-jax-md supports one element per potential for all three, and its
+EAM (``pair_style eam/alloy`` setfl). Stillinger–Weber and Tersoff use
+jax-md's implementations, which support one element, and its
 Stillinger–Weber fixes p = 4, q = 0 and cos θ0 = −1/3 (the published
 silicon values), so files that differ are rejected rather than misread.
+EAM has its own implementation (:mod:`mdengine.potentials.eam`), also for one element.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from jax_md import energy, partition
 
 from mdengine.config import FilePotential, InputError
 from mdengine.potentials.base import Potential
+from mdengine.potentials.eam import eam_potential
 
 SW_FIELDS = ("epsilon", "sigma", "a", "lambda", "gamma", "costheta0", "A", "B", "p", "q", "tol")
 
 
-def build_file_potential(spec: FilePotential, system, displacement_fn, base_dir: Path) -> Potential:
+def build_file_potential(spec: FilePotential, system, displacement_fn, base_dir: Path,
+                         dtype) -> Potential:
     """Build a Stillinger–Weber, Tersoff or EAM potential from ``spec.file``."""
     path = base_dir / spec.file
     if not path.is_file():
@@ -32,7 +35,7 @@ def build_file_potential(spec: FilePotential, system, displacement_fn, base_dir:
     # discarded (mdengine.neighbors builds the one used), but it needs some box.
     box = 1.0 if system.cell is None else system.box_matrix
     builder = {"stillinger_weber": _stillinger_weber, "tersoff": _tersoff, "eam": _eam}[spec.kind]
-    return builder(path, element, displacement_fn, box)
+    return builder(path, element, displacement_fn, box, dtype)
 
 
 def _data_lines(path: Path) -> list[list[str]]:
@@ -62,7 +65,7 @@ def read_stillinger_weber(path: Path, element: str) -> dict[str, float]:
     raise InputError(f"{path}: no entry for {element} {element} {element}")
 
 
-def _stillinger_weber(path, element, displacement_fn, box) -> Potential:
+def _stillinger_weber(path, element, displacement_fn, box, dtype) -> Potential:
     p = read_stillinger_weber(path, element)
     fixed = {"p": 4.0, "q": 0.0, "costheta0": -1.0 / 3.0}
     for name, value in fixed.items():
@@ -77,7 +80,7 @@ def _stillinger_weber(path, element, displacement_fn, box) -> Potential:
                      description=f"Stillinger–Weber {element} from {path.name} (cutoff {cutoff:.4f} Å)")
 
 
-def _tersoff(path, element, displacement_fn, box) -> Potential:
+def _tersoff(path, element, displacement_fn, box, dtype) -> Potential:
     try:
         with path.open() as handle:
             entries = energy.load_lammps_tersoff_parameters(handle)
@@ -93,20 +96,5 @@ def _tersoff(path, element, displacement_fn, box) -> Potential:
                      description=f"Tersoff {element} from {path.name} (cutoff {cutoff:.4f} Å)")
 
 
-def _eam(path, element, displacement_fn, box) -> Potential:
-    lines = path.read_text().splitlines()
-    if len(lines) < 7 or "setfl" not in lines[0]:
-        raise InputError(f"{path}: expected a single-element LAMMPS eam/alloy (setfl) file whose "
-                         "first comment line contains the word 'setfl'")
-    file_elements = lines[3].split()[1:]
-    if file_elements != [element]:
-        raise InputError(f"{path}: file is for element(s) {' '.join(file_elements)}, "
-                         f"the system contains {element}")
-    with path.open() as handle:
-        charge_fn, embedding_fn, pairwise_fn, cutoff = energy.load_lammps_eam_parameters(handle)
-    _, energy_fn = energy.eam_neighbor_list(displacement_fn, box, charge_fn, embedding_fn,
-                                            pairwise_fn, cutoff, format=partition.Sparse)
-    return Potential(energy_fn=energy_fn, cutoff_A=float(cutoff), neighbor_format=partition.Sparse,
-                     description=f"EAM {element} from {path.name} (cutoff {float(cutoff):g} Å)")
-
-
+def _eam(path, element, displacement_fn, box, dtype) -> Potential:
+    return eam_potential(path, element, displacement_fn, dtype)

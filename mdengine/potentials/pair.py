@@ -69,7 +69,7 @@ def _geometric(x, y):
 def build_pair_potential(spec, system, displacement_fn) -> Potential:
     """Build a Lennard-Jones, Morse or soft-sphere potential for ``system``."""
     metric = space.metric(displacement_fn)
-    species = system.species if len(system.species_names) > 1 else None
+    species = jnp.asarray(system.species) if len(system.species_names) > 1 else None
     kind = spec.kind
 
     if isinstance(spec, LennardJonesPotential):

@@ -55,7 +55,7 @@ def build_custom_potential(spec: CustomPotential, system, displacement_fn, base_
     factory = load_factory(spec, base_dir)
     try:
         energy_fn = factory(displacement_fn, system.species, **spec.parameters)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise InputError(f"potential.parameters: {spec.function} rejected the parameters "
                          f"{sorted(spec.parameters)}: {err}") from None
     if not callable(energy_fn):
