@@ -88,9 +88,14 @@ class Checkpointer:
         Raises:
           CheckpointError: this or an earlier background write failed.
         """
-        tree = {"md": state, "neighbor_idx": neighbor.idx,
-                "neighbor_reference": neighbor.reference_position}
+        tree = {"md": state}
+        # Orbax cannot store empty arrays; an empty list is rebuilt identically on restore.
+        has_neighbors = neighbor.idx.size > 0
+        if has_neighbors:
+            tree["neighbor_idx"] = neighbor.idx
+            tree["neighbor_reference"] = neighbor.reference_position
         record = dict(metadata, step=int(step), neighbor_capacity=int(neighbor.max_occupancy),
+                      neighbor_saved=bool(has_neighbors),
                       mdengine_version=__version__, saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         try:
             self._manager.check_for_errors()
@@ -118,22 +123,23 @@ class Checkpointer:
     def restore(self, step: int, state_template, dtype) -> tuple[object, dict, dict]:
         """Restore one checkpoint into the structure of ``state_template``.
 
-        Returns ``(state, neighbor arrays, metadata)``.
+        Returns ``(state, neighbor arrays or None for an empty list, metadata)``.
         """
         metadata = self.read_metadata(step)
         capacity = metadata["neighbor_capacity"]
         idx_shape = tuple(metadata["neighbor_idx_shape"])
         n_atoms = state_template.position.shape[0]
-        template = {
-            "md": state_template,
-            "neighbor_idx": jax.ShapeDtypeStruct(idx_shape, jnp.int32),
-            "neighbor_reference": jax.ShapeDtypeStruct((n_atoms, 3), dtype),
-        }
+        template = {"md": state_template}
+        if metadata["neighbor_saved"]:
+            template["neighbor_idx"] = jax.ShapeDtypeStruct(idx_shape, jnp.int32)
+            template["neighbor_reference"] = jax.ShapeDtypeStruct((n_atoms, 3), dtype)
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(template), metadata=ocp.args.JsonRestore()))
         tree = restored.state
-        neighbor = {"idx": tree["neighbor_idx"], "reference_position": tree["neighbor_reference"],
-                    "capacity": capacity}
+        neighbor = None
+        if metadata["neighbor_saved"]:
+            neighbor = {"idx": tree["neighbor_idx"], "reference_position": tree["neighbor_reference"],
+                        "capacity": capacity}
         return tree["md"], neighbor, metadata
 
     def restore_latest(self, state_template_fn, dtype):

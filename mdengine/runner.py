@@ -259,6 +259,8 @@ def _restore(simulation: Simulation, checkpointer: Checkpointer | None, output_d
 def _restored_neighbor(simulation, state, arrays, metadata):
     """The neighbor list as it was at the checkpoint, or a fresh one if the settings changed."""
     fresh = simulation.neighbors.allocate(state.position)
+    if arrays is None:
+        return fresh
     if metadata["neighbor_settings"] != simulation.spec.neighbor.model_dump(mode="json"):
         log.info("neighbor settings changed since the checkpoint: the neighbor list is rebuilt, "
                  "so the continuation is not bit-identical to an uninterrupted run")
