@@ -108,6 +108,13 @@ class Checkpointer:
         self.last_saved_time = time.monotonic()
         log.info("checkpoint of step %d started in %s", step, self.directory)
 
+    def check(self) -> None:
+        """Raise CheckpointError if a background write has failed since the last check."""
+        try:
+            self._manager.check_for_errors()
+        except Exception as err:
+            raise CheckpointError(f"writing a checkpoint in {self.directory} failed: {err}") from err
+
     def wait(self) -> None:
         """Block until background writes finish; raise CheckpointError if one failed."""
         try:

@@ -86,6 +86,7 @@ class CheckpointHooks(RunHooks):
     def after_chunk(self, step, state, neighbor, phase):
         if self.checkpointer is None:
             return
+        self.checkpointer.check()
         due = self.stop_requested()
         if self.interval_steps is not None and step % self.interval_steps == 0:
             due = True
@@ -247,6 +248,7 @@ def _restore(simulation: Simulation, checkpointer: Checkpointer | None, output_d
                          f"different input ({'; '.join(changed)}); only run.steps, run.chunk_steps, "
                          "output and neighbor settings may change between runs")
     step = metadata["step"]
+    checkpointer.last_saved_step = step
     log.info("resuming from the checkpoint of step %d (t = %g ps, %s) in %s", step,
              metadata["time_ps"], metadata["phase"], checkpointer.directory)
     if step >= simulation.total_steps:
