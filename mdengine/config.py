@@ -149,9 +149,17 @@ class CustomPotential(Strict):
                                           "prepended to sys.path for the import.")
 
 
+class LearnedPotential(Strict):
+    """A trained graph neural network stored as a model directory."""
+
+    kind: Literal["learned"]
+    model: str = Field(description="Model directory (orbax parameters and model.json), "
+                                   "relative to the input file.")
+
+
 Potential = Annotated[
     Union[LennardJonesPotential, MorsePotential, SoftSpherePotential,
-          FilePotential, CustomPotential],
+          FilePotential, CustomPotential, LearnedPotential],
     Field(discriminator="kind"),
 ]
 
@@ -313,7 +321,7 @@ class InputSpec(Strict):
 # Discriminated unions add the chosen ``kind`` to an error's location; the
 # key path a user writes does not contain it.
 _UNION_TAGS = {"lennard_jones", "morse", "soft_sphere", "stillinger_weber", "tersoff", "eam",
-               "custom", "nose_hoover", "langevin", "csvr"}
+               "custom", "learned", "nose_hoover", "langevin", "csvr"}
 
 
 def _format_location(loc) -> str:

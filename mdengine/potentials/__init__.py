@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mdengine.config import CustomPotential, FilePotential
+from mdengine.config import CustomPotential, FilePotential, LearnedPotential
 from mdengine.potentials.base import Potential
 from mdengine.potentials.manybody import build_file_potential
 from mdengine.potentials.pair import build_pair_potential
@@ -33,4 +33,8 @@ def build_potential(spec, system, displacement_fn, base_dir: Path, dtype) -> Pot
         return build_file_potential(spec, system, displacement_fn, base_dir, dtype)
     if isinstance(spec, CustomPotential):
         return build_custom_potential(spec, system, displacement_fn, base_dir)
+    if isinstance(spec, LearnedPotential):
+        # Imported here so classical runs do not load flax.
+        from mdengine.learned.potential import build_learned_potential
+        return build_learned_potential(spec, system, displacement_fn, base_dir, dtype)
     return build_pair_potential(spec, system, displacement_fn)
