@@ -269,6 +269,9 @@ class OutputSpec(Strict):
     trajectory: str | None = Field("trajectory.dcd", description="Trajectory file in the output "
                                                                   "directory (.dcd .xtc .h5 .nc); null for none.")
     frame_stride: PositiveInt = 100
+    wrap_positions: bool = Field(
+        False, description="Write positions folded into the cell; by default they are continuous "
+                           "(unwrapped), so molecules stay whole and displacements are correct.")
     thermo: str = "thermo.csv"
     thermo_stride: PositiveInt = 10
     log_interval_s: PositiveFloat = Field(10.0, description="Seconds between progress log lines "

@@ -222,7 +222,8 @@ def _state_template(simulation: Simulation, phase_index: int) -> MDState:
     scalar = jax.ShapeDtypeStruct((), dtype)
     base = MDState(position=vector, velocity=vector, force=vector, potential_energy=scalar,
                    mass=jax.ShapeDtypeStruct((n, 1), dtype),
-                   rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)), heat=scalar, thermostat=())
+                   rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)), heat=scalar, thermostat=(),
+                   image=jax.ShapeDtypeStruct((n, 3), jnp.int32))
     phase = simulation.phases[phase_index]
     kT = jnp.asarray(kelvin_to_kT(phase.temperature_K or 0.0), dtype)
     return jax.eval_shape(lambda state: phase.integrator.init_fn(state, kT), base)

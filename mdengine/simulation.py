@@ -85,7 +85,7 @@ def energy_and_force_fn(potential: Potential):
 
 
 def make_chunk_fn(integrator: Integrator, system: System, chunk_steps: int,
-                  frame_stride: int, thermo_stride: int):
+                  frame_stride: int, thermo_stride: int, wrap_positions: bool = False):
     """Build the device function that runs one chunk.
 
     The returned ``chunk(state, neighbor, start_step, n_active, kT)`` runs
@@ -93,9 +93,26 @@ def make_chunk_fn(integrator: Integrator, system: System, chunk_steps: int,
     records a frame when the global step is a multiple of ``frame_stride``
     and a thermo sample when it is a multiple of ``thermo_stride``. It stops
     stepping after the first step whose energy or positions are not finite.
+    Frames hold continuous (unwrapped) Cartesian positions unless
+    ``wrap_positions``, which folds them into the cell.
     """
     max_frames = chunk_steps // frame_stride + 1
     max_thermo = chunk_steps // thermo_stride + 1
+    periodic = system.cell is not None
+
+    def advance(state, neighbor, kT):
+        new, neighbor = integrator.step_fn(state, neighbor, kT)
+        if periodic:
+            # An atom moves far less than half a cell per step, so a fractional jump
+            # of about ±1 means it was wrapped across that face.
+            crossed = jnp.round(new.position - state.position).astype(jnp.int32)
+            new = new.set(image=state.image - crossed)
+        return new, neighbor
+
+    def output_positions(state):
+        if periodic and not wrap_positions:
+            return nbr.to_cartesian(state.position + state.image, system)
+        return nbr.to_cartesian(state.position, system)
 
     def slot(step, start_step, stride, limit, record):
         index = step // stride - start_step // stride - 1
@@ -110,14 +127,14 @@ def make_chunk_fn(integrator: Integrator, system: System, chunk_steps: int,
             state, neighbor, frames, thermo, bad_step = carry
             step = start_step + i + 1
             active = (i < n_active) & (bad_step < 0)
-            state, neighbor = lax.cond(active, lambda s, n: integrator.step_fn(s, n, kT),
+            state, neighbor = lax.cond(active, lambda s, n: advance(s, n, kT),
                                        lambda s, n: (s, n), state, neighbor)
 
             finite = jnp.isfinite(state.potential_energy) & jnp.all(jnp.isfinite(state.position))
             bad_step = jnp.where(active & ~finite, step, bad_step)
             record = active & finite
 
-            position = nbr.to_cartesian(state.position, system)
+            position = output_positions(state)
             frame_slot = slot(step, start_step, frame_stride, max_frames, record)
             zero = jnp.zeros((), frame_slot.dtype)
             frames = lax.dynamic_update_slice(frames, position[None], (frame_slot, zero, zero))
@@ -255,7 +272,8 @@ class Simulation:
         mass = jnp.asarray(self.system.masses, self.dtype)[:, None]
         state = MDState(position=coordinates, velocity=self.initial_velocities(velocity_key),
                         force=force, potential_energy=energy, mass=mass, rng=run_key,
-                        heat=jnp.zeros((), self.dtype), thermostat=())
+                        heat=jnp.zeros((), self.dtype), thermostat=(),
+                        image=jnp.zeros((self.system.n_atoms, 3), jnp.int32))
         return state, neighbor
 
     def single_point(self) -> tuple[float, np.ndarray]:
@@ -306,7 +324,7 @@ class Simulation:
         if fresh:
             state = phase.integrator.init_fn(state, kT)
         chunk_fn = jax.jit(make_chunk_fn(phase.integrator, self.system, self.chunk_steps,
-                                         out.frame_stride, out.thermo_stride))
+                                         out.frame_stride, out.thermo_stride, out.wrap_positions))
         compiled = None
 
         def dispatch(state, neighbor, first_step):

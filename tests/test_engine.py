@@ -208,3 +208,42 @@ def test_slab_all_pairs_refused(tmp_path):
     message = str(err.value)
     assert "all-pairs neighbor search" in message
     assert "23.02 Å is under 4 × 9.5 Å" in message
+
+
+def test_unwrapped_output_long_stride(tmp_path):
+    # One atom crossing a 20 Å box: sampled every 2,000 fs it moves exactly one box length
+    # in x between frames, so only tracked images (not minimum-image unwrapping) recover
+    # x(t) = x0 + 0.01 t and y(t) = y0 + 0.003 t (Å, t in fs).
+    path = tmp_path / "one.xyz"
+    path.write_text('1\nLattice="20 0 0 0 20 0 0 0 20" Properties=species:S:1:pos:R:3:vel:R:3\n'
+                    "Ar 1.0 2.0 3.0 0.01 0.003 0.0\n")
+    spec = argon_input(steps=10000, precision="float64", velocities={"source": "structure"},
+                       integrator={"ensemble": "nve", "timestep_fs": 1.0},
+                       output={"frame_stride": 2000, "thermo_stride": 1000})
+    spec["system"] = {"structure": str(path)}
+    run(spec, tmp_path / "out")
+    xyz = final_frame_all(tmp_path / "out") * 10   # nm -> Å
+    t = np.arange(6) * 2000.0
+    np.testing.assert_allclose(xyz[:, 0, 0], 1.0 + 0.01 * t, atol=1e-3)
+    np.testing.assert_allclose(xyz[:, 0, 1], 2.0 + 0.003 * t, atol=1e-3)
+
+
+def test_wrapped_output_option(tmp_path):
+    path = tmp_path / "one.xyz"
+    path.write_text('1\nLattice="20 0 0 0 20 0 0 0 20" Properties=species:S:1:pos:R:3:vel:R:3\n'
+                    "Ar 1.0 2.0 3.0 0.01 0.003 0.0\n")
+    spec = argon_input(steps=4000, precision="float64", velocities={"source": "structure"},
+                       integrator={"ensemble": "nve", "timestep_fs": 1.0},
+                       output={"frame_stride": 1000, "thermo_stride": 1000, "wrap_positions": True})
+    spec["system"] = {"structure": str(path)}
+    run(spec, tmp_path / "out")
+    xyz = final_frame_all(tmp_path / "out") * 10
+    assert np.all(xyz >= 0)
+    assert np.all(xyz < 20)
+    # 4,000 fs at 0.01 Å/fs is 40 Å: two box lengths, back to x = 1 Å.
+    assert xyz[-1, 0, 0] == pytest.approx(1.0, abs=1e-3)
+
+
+def final_frame_all(output_dir):
+    return mdtraj.load(str(output_dir / "trajectory.dcd"),
+                       top=str(output_dir / "trajectory.topology.pdb")).xyz

@@ -29,6 +29,9 @@ class MDState:
       heat: scalar kinetic energy the thermostat has added so far (eV), so
         ``potential + kinetic − heat`` is conserved by every integrator.
       thermostat: thermostat-specific state (a pytree; empty for NVE).
+      image: ``[N, 3]`` int32 periodic image of each atom: the number of cell
+        vectors it has crossed since the start, so ``position + image`` (in
+        fractional coordinates) is its continuous, unwrapped position.
     """
 
     position: jax.Array
@@ -39,6 +42,7 @@ class MDState:
     rng: jax.Array
     heat: jax.Array
     thermostat: Any
+    image: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
