@@ -36,6 +36,18 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check an input file without running it")
     validate.add_argument("input", type=Path, help="YAML input file")
 
+    analyze = commands.add_parser("analyze", help="RDF, MSD and diffusion, bond lengths and "
+                                                  "thermo plots of a trajectory")
+    analyze.add_argument("trajectory", type=Path, help="trajectory file (.dcd .xtc .h5 .nc)")
+    analyze.add_argument("--topology", type=Path, help="topology (PDB); default: the one beside "
+                                                       "the trajectory")
+    analyze.add_argument("--thermo", type=Path, help="thermo CSV; default: thermo.csv beside the trajectory")
+    analyze.add_argument("--output-dir", type=Path, help="default: analysis/ beside the trajectory")
+    analyze.add_argument("--frame-interval-ps", type=float,
+                         help="time between frames (ps); default: from input.resolved.yaml")
+    analyze.add_argument("--skip", type=int, default=0, help="frames to drop from the start")
+    analyze.add_argument("--rdf-max-A", type=float, help="RDF range (Å); default: half the cell")
+
     inspect = commands.add_parser("inspect", help="describe a checkpoint")
     inspect.add_argument("path", type=Path,
                          help="a run's output directory, its checkpoint folder, or one checkpoint")
@@ -106,6 +118,21 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from mdengine.analysis import analyze
+    output_dir = args.output_dir or args.trajectory.parent / "analysis"
+    summary = analyze(args.trajectory, output_dir, topology=args.topology, thermo=args.thermo,
+                      frame_interval=args.frame_interval_ps, skip=args.skip, r_max_A=args.rdf_max_A)
+    print(f"{summary['frames']} frames analysed; files in {output_dir}")
+    for pair, peak in summary["rdf_first_peak_A"].items():
+        print(f"  RDF {pair}: highest peak at {peak:.3f} Å")
+    for element, value in summary["diffusion_A2_per_ps"].items():
+        print(f"  diffusion {element}: {value:.4g} Å²/ps = {value * 1e-4:.4g} cm²/s")
+    for kind, value in summary["bond_length_mean_A"].items():
+        print(f"  bond {kind}: mean {value:.4f} Å")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from mdengine.checkpoint import inspect_checkpoint
     record = inspect_checkpoint(args.path)
@@ -136,7 +163,8 @@ def main(argv=None) -> int:
     from mdengine.checkpoint import CheckpointError
     from mdengine.config import InputError
     from mdengine.simulation import SimulationError
-    commands = {"run": cmd_run, "validate": cmd_validate, "inspect": cmd_inspect}
+    commands = {"run": cmd_run, "validate": cmd_validate, "inspect": cmd_inspect,
+                "analyze": cmd_analyze}
     try:
         return commands[args.command](args)
     except InputError as err:
