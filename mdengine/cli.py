@@ -48,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--skip", type=int, default=0, help="frames to drop from the start")
     analyze.add_argument("--rdf-max-A", type=float, help="RDF range (Å); default: half the cell")
 
+    bench = commands.add_parser("bench", help="speed study over system sizes: fused engine "
+                                              "against a plain Python loop")
+    bench.add_argument("input", type=Path, help="YAML input file (periodic system)")
+    bench.add_argument("--sizes", default="1,2", help="comma-separated n: the cell is replicated "
+                                                      "n x n x n (default 1,2)")
+    bench.add_argument("--steps", type=int, default=200, help="steps per timed repeat")
+    bench.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
+    bench.add_argument("--output-dir", type=Path, default=Path("bench"), help="where bench.json "
+                                                                                "and bench.png go")
+
     inspect = commands.add_parser("inspect", help="describe a checkpoint")
     inspect.add_argument("path", type=Path,
                          help="a run's output directory, its checkpoint folder, or one checkpoint")
@@ -133,6 +143,21 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from mdengine.bench import run_benchmark
+    from mdengine.config import InputError
+    try:
+        sizes = [int(n) for n in args.sizes.split(",")]
+    except ValueError:
+        raise InputError(f"--sizes: expected comma-separated integers, got {args.sizes!r}") from None
+    if any(n < 1 for n in sizes) or args.steps < 1 or args.repeats < 1:
+        raise InputError("--sizes, --steps and --repeats must be positive")
+    spec = _load(args)
+    run_benchmark(spec, args.input.parent, sizes, args.steps, args.repeats, args.output_dir)
+    print(f"results in {args.output_dir / 'bench.json'} and {args.output_dir / 'bench.png'}")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from mdengine.checkpoint import inspect_checkpoint
     record = inspect_checkpoint(args.path)
@@ -164,7 +189,7 @@ def main(argv=None) -> int:
     from mdengine.config import InputError
     from mdengine.simulation import SimulationError
     commands = {"run": cmd_run, "validate": cmd_validate, "inspect": cmd_inspect,
-                "analyze": cmd_analyze}
+                "analyze": cmd_analyze, "bench": cmd_bench}
     try:
         return commands[args.command](args)
     except InputError as err:

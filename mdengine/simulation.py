@@ -196,12 +196,15 @@ class Simulation:
     thermostat settings) before anything is compiled.
     """
 
-    def __init__(self, spec: InputSpec, base_dir: Path, input_path: Path | None = None):
+    def __init__(self, spec: InputSpec, base_dir: Path, input_path: Path | None = None,
+                 system: System | None = None):
+        """Build from a validated input; ``system`` replaces the input's system
+        (for example a replicated cell in benchmarks)."""
         self.spec = spec
         self.input_path = input_path
         set_precision(spec.precision)
         self.dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
-        self.system = build_system(spec.system, base_dir, spec.seed)
+        self.system = system if system is not None else build_system(spec.system, base_dir, spec.seed)
         self.displacement_fn, self.shift_fn, coordinates = nbr.make_space(self.system, self.dtype)
         self.potential = build_potential(spec.potential, self.system, self.displacement_fn, base_dir,
                                          self.dtype)

@@ -201,6 +201,22 @@ def check_overlaps(system: System, threshold: float = OVERLAP_THRESHOLD_A) -> No
         "remove the duplicate or fix the coordinates")
 
 
+def replicate(system: System, repeats: tuple[int, int, int]) -> System:
+    """Tile a periodic system ``repeats`` times along its three cell vectors."""
+    if system.cell is None:
+        raise InputError(f"{system.source}: only a periodic system can be replicated")
+    shifts = np.array([(i, j, k) for i in range(repeats[0]) for j in range(repeats[1])
+                       for k in range(repeats[2])]) @ system.cell
+    positions = (shifts[:, None, :] + system.positions[None]).reshape(-1, 3)
+    copies = len(shifts)
+    elements = system.elements * copies
+    velocities = None if system.velocities is None else np.tile(system.velocities, (copies, 1))
+    return System(positions=positions, elements=elements, masses=np.tile(system.masses, copies),
+                  cell=system.cell * np.array(repeats)[:, None], velocities=velocities,
+                  topology=_topology(elements),
+                  source=f"{system.source} x {repeats[0]}x{repeats[1]}x{repeats[2]}")
+
+
 # ---------------------------------------------------------------- lattices
 
 
