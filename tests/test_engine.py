@@ -160,7 +160,8 @@ def test_half_skin_rebuild(tmp_path):
 
 @pytest.mark.parametrize("extension", [".dcd", ".xtc", ".h5", ".nc"])
 def test_trajectory_formats_round_trip(tmp_path, extension):
-    spec = argon_input(steps=40, output={"trajectory": "traj" + extension, "frame_stride": 20})
+    spec = argon_input(steps=40, output={"trajectory": "traj" + extension, "frame_stride": 20,
+                                         "wrap_positions": True})
     run(spec, tmp_path)
     path = tmp_path / ("traj" + extension)
     top = None if extension == ".h5" else str(tmp_path / "traj.topology.pdb")
