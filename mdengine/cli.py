@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="describe a checkpoint")
     inspect.add_argument("path", type=Path,
                          help="a run's output directory, its checkpoint folder, or one checkpoint")
+    from mdengine.learned.cli import register
+    register(commands)
     return parser
 
 
@@ -189,7 +191,8 @@ def main(argv=None) -> int:
     from mdengine.config import InputError
     from mdengine.simulation import SimulationError
     commands = {"run": cmd_run, "validate": cmd_validate, "inspect": cmd_inspect,
-                "analyze": cmd_analyze, "bench": cmd_bench}
+                "analyze": cmd_analyze, "bench": cmd_bench,
+                "train": getattr(args, "handler", None), "evaluate": getattr(args, "handler", None)}
     try:
         return commands[args.command](args)
     except InputError as err:
