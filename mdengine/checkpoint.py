@@ -9,8 +9,9 @@ checkpoint into a temporary folder and renames it when complete, so a
 half-written checkpoint is never taken for a good one.
 
 Restoring the neighbor list as it was (same pairs, same order, same
-capacity) is what makes a resumed run bit-identical to an uninterrupted one:
-a list rebuilt at the checkpoint would sum forces in another order.
+capacity, same cell-list capacity) is what makes a resumed run bit-identical
+to an uninterrupted one: a list rebuilt at the checkpoint, or later rebuilt
+from cell buffers of another size, would sum forces in another order.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Checkpointer:
             tree["neighbor_idx"] = neighbor.idx
             tree["neighbor_reference"] = neighbor.reference_position
         record = dict(metadata, step=int(step), neighbor_capacity=int(neighbor.max_occupancy),
+                      cell_list_capacity=neighbor.cell_list_capacity,
                       neighbor_saved=bool(has_neighbors),
                       mdengine_version=__version__, saved_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
         try:
@@ -146,7 +148,7 @@ class Checkpointer:
         neighbor = None
         if metadata["neighbor_saved"]:
             neighbor = {"idx": tree["neighbor_idx"], "reference_position": tree["neighbor_reference"],
-                        "capacity": capacity}
+                        "capacity": capacity, "cell_list_capacity": metadata["cell_list_capacity"]}
         return tree["md"], neighbor, metadata
 
     def restore_latest(self, state_template_fn, dtype):

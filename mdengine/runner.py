@@ -269,7 +269,8 @@ def _restored_neighbor(simulation, state, arrays, metadata):
                  "so the continuation is not bit-identical to an uninterrupted run")
         return fresh
     return dataclasses.replace(fresh, idx=arrays["idx"], reference_position=arrays["reference_position"],
-                               max_occupancy=arrays["capacity"])
+                               max_occupancy=arrays["capacity"],
+                               cell_list_capacity=arrays["cell_list_capacity"])
 
 
 def _open_writers(spec, simulation, output_dir, counts):
