@@ -124,8 +124,12 @@ def cmd_run(args) -> int:
         execute(simulation, output_dir, resume=args.resume)
     except RunInterrupted as stop:
         where = f"; checkpoint in {stop.checkpoint_dir}" if stop.checkpoint_dir else ""
-        print(f"{stop}{where}. Resume with: mdengine run {args.input} --resume"
-              + (f" --output-dir {args.output_dir}" if args.output_dir else ""), file=sys.stderr)
+        command = f"mdengine run {args.input} --resume"
+        if args.steps is not None:
+            command += f" --steps {args.steps}"
+        if args.output_dir is not None:
+            command += f" --output-dir {args.output_dir}"
+        print(f"{stop}{where}. Resume with: {command}", file=sys.stderr)
         return 128 + stop.signum
     return 0
 
@@ -196,7 +200,12 @@ def main(argv=None) -> int:
     try:
         return commands[args.command](args)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        source = getattr(args, "input", None)
+        for line in str(err).splitlines():
+            # Errors raised while building name a key or a structure file; say which input it was.
+            if source is not None and not line.startswith(str(source)):
+                line = f"{source}: {line}"
+            print(f"error: {line}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except (SimulationError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -58,12 +58,17 @@ def check_cutoff(system: System, cutoff_A: float, skin_A: float) -> None:
         return
     heights = system.heights()
     radius = cutoff_A + skin_A
-    if radius > 0.5 * heights.min():
+    half = 0.5 * heights.min()
+    if radius > half:
         repeats = [max(1, math.ceil(2 * radius / h)) for h in heights]
+        fixes = [f"replicate the cell {repeats[0]}x{repeats[1]}x{repeats[2]}"
+                 + (" (system.lattice.repeats)" if "lattice" in system.source else "")]
+        if cutoff_A < half:
+            fixes.append(f"reduce neighbor.skin_A below {half - cutoff_A:.4f} Å")
         raise InputError(
             f"{system.source}: cutoff {cutoff_A:g} Å + skin {skin_A:g} Å = {radius:g} Å exceeds half "
-            f"the shortest cell height ({heights.min():.4f} Å; heights {np.round(heights, 4).tolist()} Å); "
-            f"replicate the cell {repeats[0]}x{repeats[1]}x{repeats[2]} or reduce the skin")
+            f"the shortest cell height ({half:.4f} Å; cell heights {np.round(heights, 4).tolist()} Å); "
+            + " or ".join(fixes))
 
 
 @dataclasses.dataclass

@@ -208,6 +208,7 @@ class Progress:
         self.start_time = time.perf_counter()
         self.start_step = 0
         self.last_report = 0.0
+        self.last_step = None
 
     def restart_clock(self, step: int) -> None:
         """Measure rates from ``step`` on (call after compilation)."""
@@ -216,8 +217,11 @@ class Progress:
 
     def update(self, step: int, force: bool = False) -> None:
         now = time.perf_counter()
+        if step == self.last_step:
+            return
         if not force and now - self.last_report < (0.2 if self.is_terminal else self.interval_s):
             return
+        self.last_step = step
         self.last_report = now
         elapsed = max(now - self.start_time, 1e-9)
         rate = (step - self.start_step) / elapsed

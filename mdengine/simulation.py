@@ -70,7 +70,7 @@ def set_precision(precision: str) -> None:
     (TF32 on recent GPUs keeps about three significant digits)."""
     jax.config.update("jax_enable_x64", precision == "float64")
     jax.config.update("jax_default_matmul_precision", "highest")
-    log.info("precision: %s, matmul precision: highest", precision)
+    log.debug("precision: %s, matmul precision: highest", precision)
 
 
 def energy_and_force_fn(potential: Potential):

@@ -245,7 +245,8 @@ def _element(symbol: str, where: str):
     try:
         return mdtraj.element.get_by_symbol(symbol.strip().capitalize())
     except KeyError:
-        raise InputError(f"{where}: unknown element symbol {symbol!r}") from None
+        raise InputError(f"{where}: unknown element symbol {symbol!r}; use a symbol of the "
+                         "periodic table such as Ar or Cu") from None
 
 
 def _topology(elements: list[str]) -> mdtraj.Topology:
@@ -263,7 +264,7 @@ def _topology(elements: list[str]) -> mdtraj.Topology:
 def read_structure(path: Path) -> System:
     """Read a structure file: PDB and GRO through mdtraj, XYZ/extended XYZ directly."""
     if not path.is_file():
-        raise InputError(f"system.structure: file {path} not found")
+        raise InputError(f"system.structure: file {path.resolve()} not found")
     suffix = path.suffix.lower()
     if suffix in (".xyz", ".extxyz"):
         return read_extxyz(path)

@@ -7,7 +7,8 @@ Contract: the named function is a factory
 where ``displacement_fn(Ra, Rb)`` returns the Cartesian displacement (Å)
 between two positions in the engine's coordinates, ``species`` is an
 ``[N]`` int32 array indexing ``system.species_names``, and ``parameters``
-are the input's ``potential.parameters``. The returned
+are the input's ``potential.parameters``, plus ``cutoff_A`` (Å) from
+``potential.cutoff_A`` when the factory has a parameter of that name. The returned
 ``energy_fn(positions, neighbor)`` must be a pure JAX function returning the
 potential energy (eV) as a scalar; ``neighbor`` is a jax-md neighbor list in
 the format the input names, built with radius ``cutoff_A`` + skin. Forces
@@ -20,6 +21,7 @@ run code, and it happens only for a ``custom`` potential.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -53,8 +55,14 @@ def load_factory(spec: CustomPotential, base_dir: Path):
 def build_custom_potential(spec: CustomPotential, system, displacement_fn, base_dir: Path) -> Potential:
     """Build a plug-in potential from its factory (see the module docstring)."""
     factory = load_factory(spec, base_dir)
+    parameters = dict(spec.parameters)
+    if "cutoff_A" in parameters and parameters["cutoff_A"] != spec.cutoff_A:
+        raise InputError(f"potential.parameters.cutoff_A ({parameters['cutoff_A']}) differs from "
+                         f"potential.cutoff_A ({spec.cutoff_A}); give it once, as potential.cutoff_A")
+    if "cutoff_A" in inspect.signature(factory).parameters:
+        parameters["cutoff_A"] = spec.cutoff_A
     try:
-        energy_fn = factory(displacement_fn, system.species, **spec.parameters)
+        energy_fn = factory(displacement_fn, system.species, **parameters)
     except (TypeError, ValueError) as err:
         raise InputError(f"potential.parameters: {spec.function} rejected the parameters "
                          f"{sorted(spec.parameters)}: {err}") from None
