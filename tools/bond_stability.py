@@ -25,7 +25,9 @@ from mdengine.analysis import bonds_from_radii, frame_interval_ps, load_trajecto
 
 def time_to_failure(trajectory: mdtraj.Trajectory, interval_ps: float, threshold_A: float) -> dict:
     bonds = bonds_from_radii(trajectory[0])
-    lengths = mdtraj.compute_distances(trajectory, bonds, periodic=False) * 10
+    # Minimum-image lengths: a bond is far shorter than half the cell, and a molecule that
+    # started split across a face stays split in continuous output.
+    lengths = mdtraj.compute_distances(trajectory, bonds, periodic=trajectory.unitcell_vectors is not None) * 10
     deviation = np.abs(lengths - lengths[0])
     broken = np.any(deviation > threshold_A, axis=1) | ~np.all(np.isfinite(trajectory.xyz), axis=(1, 2))
     failed = np.nonzero(broken)[0]
