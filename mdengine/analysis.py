@@ -115,6 +115,13 @@ def bonds_from_radii(trajectory: mdtraj.Trajectory) -> np.ndarray:
     return pairs[distances < limits]
 
 
+def _save_figure(figure, path: Path, summary: dict) -> None:
+    import matplotlib.pyplot as plt
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    summary["files"].append(path.name)
+
+
 def write_csv(path: Path, header: list[str], columns: list[np.ndarray]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -157,9 +164,7 @@ def analyze(trajectory_path: Path, output_dir: Path, topology: Path | None = Non
         axis.set_xlabel("r (Å)")
         axis.set_ylabel("g(r)")
         axis.legend()
-        figure.savefig(output_dir / "rdf.png", dpi=120)
-        plt.close(figure)
-        summary["files"].append("rdf.png")
+        _save_figure(figure, output_dir / "rdf.png", summary)
 
     if trajectory.n_frames >= 4:
         _msd(trajectory, trajectory_path, frame_interval, output_dir, summary, plt)
@@ -191,9 +196,7 @@ def _msd(trajectory, trajectory_path, frame_interval, output_dir, summary, plt):
     axis.set_xlabel("lag (ps)")
     axis.set_ylabel("MSD (Å²)")
     axis.legend()
-    figure.savefig(output_dir / "msd.png", dpi=120)
-    plt.close(figure)
-    summary["files"].append("msd.png")
+    _save_figure(figure, output_dir / "msd.png", summary)
 
 
 def _bond_lengths(trajectory, output_dir, summary, plt):
@@ -215,9 +218,7 @@ def _bond_lengths(trajectory, output_dir, summary, plt):
     axis.set_xlabel("bond length (Å)")
     axis.set_ylabel("fraction")
     axis.legend()
-    figure.savefig(output_dir / "bonds.png", dpi=120)
-    plt.close(figure)
-    summary["files"].append("bonds.png")
+    _save_figure(figure, output_dir / "bonds.png", summary)
 
 
 def _thermo_series(thermo: Path, output_dir, summary, plt):
@@ -230,6 +231,4 @@ def _thermo_series(thermo: Path, output_dir, summary, plt):
     axes[1].plot(data["time_ps"], data["temperature_K"])
     axes[1].set_ylabel("temperature (K)")
     axes[1].set_xlabel("time (ps)")
-    figure.savefig(output_dir / "thermo.png", dpi=120)
-    plt.close(figure)
-    summary["files"].append("thermo.png")
+    _save_figure(figure, output_dir / "thermo.png", summary)

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="continue from the newest checkpoint in the output directory, up to "
                             "run.steps (raise it to extend a finished run)")
     start.add_argument("--overwrite", action="store_true",
-                       help="start afresh even if the output directory holds an earlier run")
+                       help="start a new run even if the output directory contains an earlier one")
 
     validate = commands.add_parser("validate", help="check an input file without running it")
     validate.add_argument("input", type=Path, help="YAML input file")
@@ -114,7 +114,7 @@ def cmd_run(args) -> int:
     simulation = Simulation(spec, args.input.parent, input_path=args.input.resolve())
     thermo = output_dir / spec.output.thermo
     if thermo.exists() and not (args.resume or args.overwrite):
-        raise InputError(f"{output_dir} already holds a run ({thermo.name}); use --resume to "
+        raise InputError(f"{output_dir} already contains a run ({thermo.name}); use --resume to "
                          "continue it, --overwrite to replace it, or another --output-dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     _add_file_log(output_dir)
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     except InputError as err:
         source = getattr(args, "input", None)
         for line in str(err).splitlines():
-            # Errors raised while building name a key or a structure file; say which input it was.
+            # Errors raised while building name a key or a structure file, so prefix the input file.
             if source is not None and not line.startswith(str(source)):
                 line = f"{source}: {line}"
             print(f"error: {line}", file=sys.stderr)

@@ -51,8 +51,8 @@ def to_cartesian(coordinates, system: System):
 def check_cutoff(system: System, cutoff_A: float, skin_A: float) -> None:
     """Reject a list radius beyond half the shortest cell height.
 
-    The minimum-image convention sees one image of each neighbor; beyond half
-    the height further images would be missed silently.
+    The minimum-image convention finds one image of each neighbor, so beyond
+    half the height further images would be missed silently.
     """
     if system.cell is None:
         return

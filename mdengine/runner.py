@@ -260,7 +260,8 @@ def _restore(simulation: Simulation, checkpointer: Checkpointer | None, output_d
 
 
 def _restored_neighbor(simulation, state, arrays, metadata):
-    """The neighbor list as it was at the checkpoint, or a fresh one if the settings changed."""
+    """Rebuild the neighbor list as it was at the checkpoint, or allocate a fresh one if the
+    neighbor settings changed."""
     fresh = simulation.neighbors.allocate(state.position)
     if arrays is None:
         return fresh

@@ -87,7 +87,7 @@ def new_forces(state: MDState, neighbor, energy_and_force_fn):
 
 
 def velocity_verlet(state: MDState, neighbor, shift_fn, energy_and_force_fn, dt):
-    """One velocity-Verlet step: half kick, drift, new forces, half kick."""
+    """Advance one velocity-Verlet step: half kick, drift, new forces, half kick."""
     state = half_kick(state, dt)
     state = drift(state, shift_fn, dt)
     state, neighbor = new_forces(state, neighbor, energy_and_force_fn)
