@@ -46,6 +46,7 @@ def fingerprint_sections(spec: InputSpec) -> dict:
     data = spec.model_dump(mode="json")
     sections = {key: data[key] for key in FINGERPRINT_KEYS}
     sections["equilibration"] = data["run"]["equilibration"]
+    sections["replicas"] = data["run"]["replicas"]
     return sections
 
 
@@ -137,11 +138,12 @@ class Checkpointer:
         metadata = self.read_metadata(step)
         capacity = metadata["neighbor_capacity"]
         idx_shape = tuple(metadata["neighbor_idx_shape"])
-        n_atoms = state_template.position.shape[0]
+        sharding = getattr(state_template.position, "sharding", None)
         template = {"md": state_template}
         if metadata["neighbor_saved"]:
-            template["neighbor_idx"] = jax.ShapeDtypeStruct(idx_shape, jnp.int32)
-            template["neighbor_reference"] = jax.ShapeDtypeStruct((n_atoms, 3), dtype)
+            template["neighbor_idx"] = jax.ShapeDtypeStruct(idx_shape, jnp.int32, sharding=sharding)
+            template["neighbor_reference"] = jax.ShapeDtypeStruct(state_template.position.shape, dtype,
+                                                                  sharding=sharding)
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(template), metadata=ocp.args.JsonRestore()))
         tree = restored.state

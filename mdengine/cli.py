@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("input", type=Path, help="YAML input file")
     run.add_argument("--steps", type=int, help="steps of the main phase (overrides run.steps)")
     run.add_argument("--output-dir", type=Path, help="output directory (overrides output.directory)")
+    run.add_argument("--replicas", type=int, help="independent copies run together, replica r with "
+                                                  "seed + r (overrides run.replicas)")
     start = run.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in the output directory, up to "
@@ -88,7 +90,9 @@ def _load(args):
     from mdengine.config import load_input
     overrides = {}
     if getattr(args, "steps", None) is not None:
-        overrides["run"] = {"steps": args.steps}
+        overrides.setdefault("run", {})["steps"] = args.steps
+    if getattr(args, "replicas", None) is not None:
+        overrides.setdefault("run", {})["replicas"] = args.replicas
     if getattr(args, "output_dir", None) is not None:
         overrides["output"] = {"directory": str(args.output_dir)}
     return load_input(args.input, overrides)
@@ -127,6 +131,8 @@ def cmd_run(args) -> int:
         command = f"mdengine run {args.input} --resume"
         if args.steps is not None:
             command += f" --steps {args.steps}"
+        if args.replicas is not None:
+            command += f" --replicas {args.replicas}"
         if args.output_dir is not None:
             command += f" --output-dir {args.output_dir}"
         print(f"{stop}{where}. Resume with: {command}", file=sys.stderr)
@@ -176,6 +182,11 @@ def cmd_inspect(args) -> int:
         ("potential energy", f"{record['potential_energy_eV']:.6f} eV"),
         ("potential", record["potential"]),
         ("atoms", record["n_atoms"]),
+    ]
+    if record.get("replicas", 1) > 1:
+        fields.append(("replicas", f"{record['replicas']} (temperature and potential energy are "
+                                   "means over replicas; frames are per replica)"))
+    fields += [
         ("time step", f"{record['timestep_fs']:g} fs"),
         ("input", record.get("input_path")),
         ("input fingerprint", record["fingerprint"][:16]),
@@ -196,7 +207,8 @@ def main(argv=None) -> int:
     from mdengine.simulation import SimulationError
     commands = {"run": cmd_run, "validate": cmd_validate, "inspect": cmd_inspect,
                 "analyze": cmd_analyze, "bench": cmd_bench,
-                "train": getattr(args, "handler", None), "evaluate": getattr(args, "handler", None)}
+                "train": getattr(args, "handler", None), "evaluate": getattr(args, "handler", None),
+                "import": getattr(args, "handler", None)}
     try:
         return commands[args.command](args)
     except InputError as err:

@@ -251,6 +251,9 @@ class RunSpec(Strict):
     chunk_steps: PositiveInt | None = Field(
         None, description="Steps per compiled chunk; default: about 500, a multiple of the strides.")
     equilibration: EquilibrationSpec | None = None
+    replicas: PositiveInt = Field(
+        1, description="Independent copies of the system run together in one vmapped step; "
+                        "replica r draws its velocities and thermostat noise from seed + r.")
 
 
 class CheckpointSpec(Strict):

@@ -14,8 +14,10 @@ import dataclasses
 import logging
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax_md import partition, space
 
 from mdengine.config import InputError
@@ -26,6 +28,13 @@ log = logging.getLogger(__name__)
 # Above this, an all-pairs candidate search is refused instead of allocated.
 ALL_PAIRS_LIMIT_BYTES = 4 * 2**30
 OVERFLOW_GROWTH = 1.5
+# Name of the vmapped axis that runs independent replicas of a system.
+REPLICA_AXIS = "replica"
+# The shared rebuild check fires slightly before jax-md's own per-replica check
+# (which then decides exactly), so rounding can never skip a rebuild.
+REBUILD_GATE_MARGIN = 0.95
+# Attempts at a shared capacity before a replica allocation gives up.
+MAX_ALLOCATION_ROUNDS = 10
 
 
 def make_space(system: System, dtype):
@@ -79,6 +88,7 @@ class NeighborBuilder:
     n_atoms: int
     format: partition.NeighborListFormat
     uses_cell_list: bool
+    periodic: bool
 
     def allocate(self, coordinates, min_capacity: int = 0) -> partition.NeighborList:
         """Allocate a list for ``coordinates`` with at least ``min_capacity`` slots."""
@@ -90,8 +100,63 @@ class NeighborBuilder:
         return self.neighbor_fn.allocate(coordinates, extra_capacity=math.ceil(missing / per_row))
 
     def grow(self, coordinates, old: partition.NeighborList) -> partition.NeighborList:
-        """Reallocate after an overflow with at least ``OVERFLOW_GROWTH`` × the old capacity."""
-        return self.allocate(coordinates, math.ceil(old.max_occupancy * OVERFLOW_GROWTH) + 1)
+        """Reallocate after an overflow with at least ``OVERFLOW_GROWTH`` × the old capacity.
+
+        ``coordinates`` is ``[N, 3]``, or ``[R, N, 3]`` for replicas sharing one capacity.
+        """
+        capacity = math.ceil(old.max_occupancy * OVERFLOW_GROWTH) + 1
+        if coordinates.ndim == 3:
+            return self.allocate_replicas(coordinates, capacity)
+        return self.allocate(coordinates, capacity)
+
+    def allocate_replicas(self, coordinates, min_capacity: int = 0) -> partition.NeighborList:
+        """One list per replica of ``[R, N, 3]`` coordinates, all with the same capacity.
+
+        The lists are built from the coordinates of each replica, so each is the
+        list a single run of that replica would hold at the same capacity.
+        Returns a batched list: every array gains a leading replica axis.
+
+        Raises:
+          InputError: no shared capacity fits every replica.
+        """
+        template = self.allocate(coordinates[0], min_capacity)
+        build = jax.jit(jax.vmap(self._rebuild, in_axes=(0, None)))
+        for _ in range(MAX_ALLOCATION_ROUNDS):
+            lists = build(coordinates, template)
+            overflow = np.asarray(lists.did_buffer_overflow)
+            if not overflow.any():
+                return lists
+            worst = int(np.argmax(overflow))
+            capacity = math.ceil(template.max_occupancy * OVERFLOW_GROWTH) + 1
+            template = self.allocate(coordinates[worst], capacity)
+        raise InputError(f"no neighbor-list capacity fits all replicas after {MAX_ALLOCATION_ROUNDS} "
+                         "attempts; the replicas' structures differ too much in density")
+
+    def _rebuild(self, coordinates, template: partition.NeighborList) -> partition.NeighborList:
+        """A list for ``coordinates`` with the template's capacity, always rebuilt."""
+        # A reference half a cell away (fractional 0.5, or far away in free
+        # space) exceeds the rebuild threshold, so jax-md builds anew.
+        offset = 0.5 if self.periodic else 1.0e4
+        stale = dataclasses.replace(template, reference_position=coordinates + offset)
+        return self.neighbor_fn.update(coordinates, stale)
+
+    def replica_update_fn(self, displacement_fn, skin_A: float):
+        """``update(neighbor, position)`` for use under ``vmap(axis_name=REPLICA_AXIS)``.
+
+        The rebuild check runs per replica; if no replica needs a rebuild the
+        whole batch skips it (a real branch, not a masked one), otherwise each
+        replica applies jax-md's own check and rebuilds if it must. Each
+        replica's list is therefore the one its single run would hold.
+        """
+        threshold_sq = REBUILD_GATE_MARGIN * (0.5 * skin_A) ** 2
+        square_distance = jax.vmap(lambda a, b: space.square_distance(displacement_fn(a, b)))
+
+        def update(neighbor, position):
+            moved = jnp.max(square_distance(position, neighbor.reference_position)) > threshold_sq
+            any_moved = lax.psum(moved.astype(jnp.int32), REPLICA_AXIS) > 0
+            return lax.cond(any_moved, lambda n: n.update(position), lambda n: n, neighbor)
+
+        return update
 
 
 def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin_A: float,
@@ -116,7 +181,7 @@ def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin
         displacement_fn, box, cutoff_A, dr_threshold=skin_A,
         capacity_multiplier=capacity_multiplier, disable_cell_list=not use_cell_list,
         fractional_coordinates=system.cell is not None, format=fmt)
-    return NeighborBuilder(neighbor_fn, n_atoms, fmt, use_cell_list)
+    return NeighborBuilder(neighbor_fn, n_atoms, fmt, use_cell_list, system.cell is not None)
 
 
 def _check_all_pairs_memory(system: System, radius: float) -> None:

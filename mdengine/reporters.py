@@ -146,18 +146,26 @@ class TrajectoryWriter:
         self._file.close()
 
 
+def thermo_columns(replicas: bool) -> tuple[str, ...]:
+    """Column names of the thermo CSV, with a ``replica`` column for replica runs."""
+    if not replicas:
+        return THERMO_COLUMNS
+    return THERMO_COLUMNS[:1] + ("replica",) + THERMO_COLUMNS[1:]
+
+
 class ThermoWriter:
     """Thermodynamic samples as CSV with units in every column name, flushed per chunk."""
 
-    def __init__(self, path: Path, keep_rows: int | None = None):
+    def __init__(self, path: Path, keep_rows: int | None = None, replicas: bool = False):
         """Create the file, or with ``keep_rows`` cut an existing one back to its
-        header and that many rows and append after them."""
+        header and that many rows and append after them. With ``replicas``, a
+        ``replica`` column follows the step."""
         self.path = Path(path)
         self.rows_written = 0
         if keep_rows is None:
             self._handle = self.path.open("w", newline="")
             self._writer = csv.writer(self._handle)
-            self._writer.writerow(THERMO_COLUMNS)
+            self._writer.writerow(thermo_columns(replicas))
             return
         self._truncate(keep_rows)
         self._handle = self.path.open("a", newline="")

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mdengine import neighbors as nbr
+from mdengine import replicas
 from mdengine.checkpoint import (CheckpointError, Checkpointer, differences, fingerprint,
                                  fingerprint_sections)
 from mdengine.config import InputError, resolved_yaml
@@ -103,7 +104,7 @@ class CheckpointHooks(RunHooks):
     def metadata(self, step, state, neighbor, phase) -> dict:
         simulation = self.simulation
         trajectory, thermo = self.writers
-        kinetic = float(kinetic_energy(state.velocity, state.mass))
+        kinetic = np.mean(replica_kinetic(simulation, state))
         return {
             "phase": phase.name,
             "phase_index": simulation.phases.index(phase),
@@ -111,7 +112,8 @@ class CheckpointHooks(RunHooks):
             "time_ps": step * simulation.timestep_fs / 1000,
             "timestep_fs": simulation.timestep_fs,
             "temperature_K": float(simulation.temperature_K(np.array(kinetic), phase)),
-            "potential_energy_eV": float(state.potential_energy),
+            "potential_energy_eV": float(np.mean(np.asarray(state.potential_energy))),
+            "replicas": simulation.replicas,
             "potential": simulation.potential.description,
             "n_atoms": simulation.system.n_atoms,
             "frames_written": 0 if trajectory is None else trajectory.frames_written,
@@ -226,7 +228,15 @@ def _state_template(simulation: Simulation, phase_index: int) -> MDState:
                    image=jax.ShapeDtypeStruct((n, 3), jnp.int32))
     phase = simulation.phases[phase_index]
     kT = jnp.asarray(kelvin_to_kT(phase.temperature_K or 0.0), dtype)
-    return jax.eval_shape(lambda state: phase.integrator.init_fn(state, kT), base)
+    if simulation.replicas > 1:
+        base = jax.tree_util.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct((simulation.replicas, *leaf.shape), leaf.dtype), base)
+    init = simulation.batched(phase.integrator.init_fn, (0, None))
+    template = jax.eval_shape(lambda state: init(state, kT), base)
+    if simulation.sharding is None:
+        return template
+    return jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=simulation.sharding), template)
 
 
 def _restore(simulation: Simulation, checkpointer: Checkpointer | None, output_dir: Path):
@@ -262,7 +272,10 @@ def _restore(simulation: Simulation, checkpointer: Checkpointer | None, output_d
 def _restored_neighbor(simulation, state, arrays, metadata):
     """Rebuild the neighbor list as it was at the checkpoint, or allocate a fresh one if the
     neighbor settings changed."""
-    fresh = simulation.neighbors.allocate(state.position)
+    if simulation.replicas > 1:
+        fresh = simulation.place(simulation.neighbors.allocate_replicas(state.position))
+    else:
+        fresh = simulation.neighbors.allocate(state.position)
     if arrays is None:
         return fresh
     if metadata["neighbor_settings"] != simulation.spec.neighbor.model_dump(mode="json"):
@@ -281,20 +294,39 @@ def _open_writers(spec, simulation, output_dir, counts):
     frames, rows = counts if counts is not None else (None, None)
     trajectory = None
     if out.trajectory is not None:
-        trajectory = TrajectoryWriter(output_dir / out.trajectory, simulation.system.topology,
-                                      simulation.system.cell, spec.timestep_fs() / 1000,
-                                      keep_frames=frames)
-    return trajectory, ThermoWriter(output_dir / out.thermo, keep_rows=rows)
+        def make_writer(path, keep_frames):
+            return TrajectoryWriter(path, simulation.system.topology, simulation.system.cell,
+                                    spec.timestep_fs() / 1000, keep_frames=keep_frames)
+
+        if simulation.replicas > 1:
+            trajectory = replicas.ReplicaTrajectories(output_dir / out.trajectory, simulation.replicas,
+                                                      make_writer, frames)
+        else:
+            trajectory = make_writer(output_dir / out.trajectory, frames)
+    return trajectory, ThermoWriter(output_dir / out.thermo, keep_rows=rows,
+                                    replicas=simulation.replicas > 1)
+
+
+def replica_kinetic(simulation, state) -> np.ndarray:
+    """``[R]`` kinetic energies (eV) of each replica (R = 1 for a single run)."""
+    kinetic = simulation.batched(kinetic_energy, (0, 0))(state.velocity, state.mass)
+    return np.atleast_1d(np.asarray(kinetic, dtype=np.float64))
 
 
 def _write_initial_sample(simulation, state, writers):
     trajectory, thermo = writers
-    if trajectory is not None:
-        positions = np.asarray(nbr.to_cartesian(state.position, simulation.system))
-        trajectory.write(np.array([0]), positions[None])
-    sample = np.array([[float(state.potential_energy),
-                        float(kinetic_energy(state.velocity, state.mass)), 0.0]])
-    thermo.write(simulation.thermo_rows(np.array([0]), sample, simulation.phases[0]))
+    positions = np.asarray(nbr.to_cartesian(state.position, simulation.system))
+    if simulation.replicas == 1:
+        positions = positions[None]
+    for r, writer in enumerate(replicas.writer_list(trajectory)):
+        writer.write(np.array([0]), positions[r][None])
+    kinetic = replica_kinetic(simulation, state)
+    potential = np.atleast_1d(np.asarray(state.potential_energy, dtype=np.float64))
+    rows = []
+    for r in range(simulation.replicas):
+        sample = np.array([[potential[r], kinetic[r], 0.0]])
+        rows += simulation.thermo_rows(np.array([0]), sample, simulation.phases[0], r)
+    thermo.write(rows)
 
 
 def _energy_statistics(simulation, stats: RunStats, thermo_path: Path) -> None:
@@ -302,22 +334,30 @@ def _energy_statistics(simulation, stats: RunStats, thermo_path: Path) -> None:
     data = np.genfromtxt(thermo_path, delimiter=",", names=True, dtype=None, encoding="utf-8")
     data = np.atleast_1d(data)
     n_atoms = simulation.system.n_atoms
+    replica = data["replica"] if simulation.replicas > 1 else np.zeros(len(data), int)
     for phase in simulation.phases:
-        rows = data[data["phase"] == phase.name]
-        if len(rows) < 2:
-            continue
-        if phase.thermostat is None:
-            energy = rows["total_energy_eV"]
-            time_ps = rows["time_ps"]
-            slope = np.polyfit(time_ps - time_ps[0], energy, 1)[0]
-            stats.nve_drift_eV_per_atom_per_ps = float(slope / n_atoms)
-            stats.nve_max_deviation_eV_per_atom = float(np.max(np.abs(energy - energy[0])) / n_atoms)
-        else:
-            stats.mean_temperature_K[phase.name] = float(np.mean(rows["temperature_K"][1:]))
+        drifts, deviations, temperatures = [], [], []
+        for r in range(simulation.replicas):
+            rows = data[(data["phase"] == phase.name) & (replica == r)]
+            if len(rows) < 2:
+                continue
+            if phase.thermostat is None:
+                energy = rows["total_energy_eV"]
+                time_ps = rows["time_ps"]
+                drifts.append(np.polyfit(time_ps - time_ps[0], energy, 1)[0] / n_atoms)
+                deviations.append(np.max(np.abs(energy - energy[0])) / n_atoms)
+            else:
+                temperatures.append(np.mean(rows["temperature_K"][1:]))
+        # With replicas: the mean drift and the largest deviation over replicas.
+        if drifts:
+            stats.nve_drift_eV_per_atom_per_ps = float(np.mean(drifts))
+            stats.nve_max_deviation_eV_per_atom = float(np.max(deviations))
+        if temperatures:
+            stats.mean_temperature_K[phase.name] = float(np.mean(temperatures))
 
 
 def log_summary(simulation, stats: RunStats) -> None:
-    n_atoms = simulation.system.n_atoms
+    n_atoms = simulation.system.n_atoms * simulation.replicas
     rate = stats.steps_per_s()
     ns_per_day = rate * simulation.timestep_fs * 86400 / 1e6
     lines = [
@@ -329,6 +369,9 @@ def log_summary(simulation, stats: RunStats) -> None:
         f"{rate * n_atoms:.4g} atom-steps/s (compilation excluded)",
         f"  neighbor list:    {stats.reallocations} reallocation(s)",
     ]
+    if simulation.replicas > 1:
+        lines.insert(4, f"  replicas:         {simulation.replicas} ({simulation.system.n_atoms} atoms each; "
+                        "atom-steps/s counts all replicas)")
     if stats.nve_drift_eV_per_atom_per_ps is not None:
         lines.append(f"  NVE energy drift: {stats.nve_drift_eV_per_atom_per_ps:.3e} eV/atom/ps, "
                      f"max deviation {stats.nve_max_deviation_eV_per_atom:.3e} eV/atom")

@@ -25,9 +25,10 @@ import numpy as np
 from jax import lax
 
 from mdengine import neighbors as nbr
+from mdengine import replicas
 from mdengine.config import InputError, InputSpec, default_chunk_steps
 from mdengine.integrators import Integrator, MDState, kinetic_energy, make_integrator
-from mdengine.integrators.base import remove_com_velocity
+from mdengine.integrators.base import ForceFn, remove_com_velocity
 from mdengine.potentials import Potential, build_potential
 from mdengine.system import System, build_system
 from mdengine.units import TIME_UNIT_FS, kelvin_to_kT, kT_to_kelvin
@@ -62,7 +63,9 @@ class ChunkOutput:
     neighbor: object
     frames: jax.Array        # [max_frames + 1, N, 3] Cartesian Å; the last slot is scratch
     thermo: jax.Array        # [max_thermo + 1, 3] potential, kinetic, heat (eV)
-    bad_step: jax.Array      # first step with non-finite energy or positions, or −1
+    bad_step: jax.Array      # first failed step (non-finite, or the failure check), or −1
+    frozen: jax.Array        # bool: failed in this or an earlier chunk; no longer stepped
+    before_bad: jax.Array    # [N, 3] engine coordinates one step before bad_step
 
 
 def set_precision(precision: str) -> None:
@@ -85,16 +88,18 @@ def energy_and_force_fn(potential: Potential):
 
 
 def make_chunk_fn(integrator: Integrator, system: System, chunk_steps: int,
-                  frame_stride: int, thermo_stride: int, wrap_positions: bool = False):
+                  frame_stride: int, thermo_stride: int, wrap_positions: bool = False,
+                  failure_fn=None):
     """Build the device function that runs one chunk.
 
-    The returned ``chunk(state, neighbor, start_step, n_active, kT)`` runs
-    ``n_active ≤ chunk_steps`` steps from global step ``start_step`` and
+    The returned ``chunk(state, neighbor, start_step, n_active, kT, frozen)``
+    runs ``n_active ≤ chunk_steps`` steps from global step ``start_step`` and
     records a frame when the global step is a multiple of ``frame_stride``
     and a thermo sample when it is a multiple of ``thermo_stride``. It stops
-    stepping after the first step whose energy or positions are not finite.
-    Frames hold continuous (unwrapped) Cartesian positions unless
-    ``wrap_positions``, which folds them into the cell.
+    stepping after the first step whose energy or positions are not finite,
+    or for which ``failure_fn(state)`` (optional, a traced bool) is true, and
+    does not step at all when ``frozen``. Frames hold continuous (unwrapped)
+    Cartesian positions unless ``wrap_positions``, which folds them into the cell.
     """
     max_frames = chunk_steps // frame_stride + 1
     max_thermo = chunk_steps // thermo_stride + 1
@@ -118,21 +123,25 @@ def make_chunk_fn(integrator: Integrator, system: System, chunk_steps: int,
         index = step // stride - start_step // stride - 1
         return jnp.where(record & (step % stride == 0), index, limit)
 
-    def chunk(state, neighbor, start_step, n_active, kT):
+    def chunk(state, neighbor, start_step, n_active, kT, frozen):
         dtype = state.velocity.dtype
         frames = jnp.zeros((max_frames + 1, system.n_atoms, 3), dtype)
         thermo = jnp.zeros((max_thermo + 1, 3), dtype)
 
         def body(carry, i):
-            state, neighbor, frames, thermo, bad_step = carry
+            state, neighbor, frames, thermo, bad_step, before_bad = carry
             step = start_step + i + 1
-            active = (i < n_active) & (bad_step < 0)
+            active = (i < n_active) & (bad_step < 0) & ~frozen
+            previous = state.position
             state, neighbor = lax.cond(active, lambda s, n: advance(s, n, kT),
                                        lambda s, n: (s, n), state, neighbor)
 
-            finite = jnp.isfinite(state.potential_energy) & jnp.all(jnp.isfinite(state.position))
-            bad_step = jnp.where(active & ~finite, step, bad_step)
-            record = active & finite
+            good = jnp.isfinite(state.potential_energy) & jnp.all(jnp.isfinite(state.position))
+            if failure_fn is not None:
+                good = good & ~failure_fn(state)
+            bad_step = jnp.where(active & ~good, step, bad_step)
+            before_bad = jnp.where(active & ~good, previous, before_bad)
+            record = active & good
 
             position = output_positions(state)
             frame_slot = slot(step, start_step, frame_stride, max_frames, record)
@@ -142,18 +151,20 @@ def make_chunk_fn(integrator: Integrator, system: System, chunk_steps: int,
                                 kinetic_energy(state.velocity, state.mass), state.heat])
             thermo_slot = slot(step, start_step, thermo_stride, max_thermo, record)
             thermo = lax.dynamic_update_slice(thermo, sample[None].astype(dtype), (thermo_slot, zero))
-            return (state, neighbor, frames, thermo, bad_step), None
+            return (state, neighbor, frames, thermo, bad_step, before_bad), None
 
-        carry = (state, neighbor, frames, thermo, jnp.asarray(-1, jnp.int32))
-        (state, neighbor, frames, thermo, bad_step), _ = lax.scan(
+        carry = (state, neighbor, frames, thermo, jnp.asarray(-1, jnp.int32), state.position)
+        (state, neighbor, frames, thermo, bad_step, before_bad), _ = lax.scan(
             body, carry, jnp.arange(chunk_steps, dtype=jnp.int32))
-        return ChunkOutput(state, neighbor, frames, thermo, bad_step)
+        return ChunkOutput(state, neighbor, frames, thermo, bad_step, frozen | (bad_step >= 0),
+                           before_bad)
 
     return chunk
 
 
-jax.tree_util.register_dataclass(ChunkOutput, data_fields=["state", "neighbor", "frames",
-                                                           "thermo", "bad_step"], meta_fields=[])
+jax.tree_util.register_dataclass(
+    ChunkOutput, data_fields=["state", "neighbor", "frames", "thermo", "bad_step", "frozen",
+                              "before_bad"], meta_fields=[])
 
 
 @dataclasses.dataclass
@@ -185,6 +196,18 @@ class RunHooks:
     def after_chunk(self, step: int, state: MDState, neighbor, phase: Phase) -> None:
         """Called with the verified state after each chunk's samples are written."""
 
+    def tolerates_failures(self) -> bool:
+        """True if failed replicas are frozen and the run goes on; otherwise a
+        failure stops the run with :class:`SimulationError`."""
+        return False
+
+    def check_chunk(self, output: ChunkOutput, first_step: int, last_step: int,
+                    frozen: np.ndarray) -> np.ndarray | None:
+        """Inspect a chunk (steps ``first_step + 1 … last_step``) after its samples are
+        written; ``frozen`` ``[R]`` marks replicas that were frozen before it. Return
+        ``[R]`` bool of further replicas to freeze, or None."""
+        return None
+
     def stop_requested(self) -> bool:
         return False
 
@@ -205,17 +228,38 @@ class Simulation:
         set_precision(spec.precision)
         self.dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
         self.system = system if system is not None else build_system(spec.system, base_dir, spec.seed)
+        self.replicas = spec.run.replicas
         self.displacement_fn, self.shift_fn, coordinates = nbr.make_space(self.system, self.dtype)
         self.potential = build_potential(spec.potential, self.system, self.displacement_fn, base_dir,
                                          self.dtype)
         self.neighbors = nbr.make_neighbor_builder(
             self.system, self.displacement_fn, self.potential.cutoff_A, spec.neighbor.skin_A,
             spec.neighbor.capacity_multiplier, self.potential.neighbor_format, self.dtype)
-        self.energy_and_force = energy_and_force_fn(self.potential)
+        update = None
+        if self.replicas > 1:
+            update = self.neighbors.replica_update_fn(self.displacement_fn, spec.neighbor.skin_A)
+        self.energy_and_force = (ForceFn(energy_and_force_fn(self.potential)) if update is None else
+                                 ForceFn(energy_and_force_fn(self.potential), update))
+        self.sharding = replicas.replica_sharding(self.replicas) if self.replicas > 1 else None
+        # A device-side failure test ``state -> bool`` (stability studies set it).
+        self.failure_fn = None
         self.phases = self._build_phases()
         self.chunk_steps = default_chunk_steps(spec)
         self.timestep_fs = spec.timestep_fs()
         self._initial_coordinates = coordinates
+        self._replica_coordinates = self._coordinates_per_replica(coordinates, base_dir, system is None)
+
+    def _coordinates_per_replica(self, coordinates, base_dir, own_system: bool) -> list:
+        """Starting coordinates of each replica: a lattice displaced at random is drawn
+        with the replica's own seed (seed + r), as its single run would draw it."""
+        lattice = self.spec.system.lattice
+        if not own_system or lattice is None or lattice.displacement_A == 0:
+            return [coordinates] * self.replicas
+        result = [coordinates]
+        for r in range(1, self.replicas):
+            system = build_system(self.spec.system, base_dir, self.spec.seed + r)
+            result.append(nbr.make_space(system, self.dtype)[2])
+        return result
 
     def _build_phases(self) -> list[Phase]:
         spec = self.spec
@@ -266,18 +310,43 @@ class Simulation:
         return velocity * scale
 
     def initial_state(self) -> tuple[MDState, object]:
-        """Allocate the neighbor list and build the state at step 0."""
-        key = jax.random.PRNGKey(self.spec.seed)
-        velocity_key, run_key = jax.random.split(key)
+        """Allocate the neighbor list and build the state at step 0.
+
+        With R replicas every array gains a leading axis of length R; replica
+        r is the state a single run with seed ``seed + r`` starts from.
+        """
         coordinates = self._initial_coordinates
         neighbor = self.neighbors.allocate(coordinates)
-        energy, force = jax.jit(self.energy_and_force)(coordinates, neighbor)
+        energy_and_force = jax.jit(self.energy_and_force)
+        if self.replicas == 1:
+            energy, force = energy_and_force(coordinates, neighbor)
+            return self._state_for_seed(self.spec.seed, coordinates, energy, force), neighbor
+
+        positions = jnp.stack(self._replica_coordinates)
+        batched = self.neighbors.allocate_replicas(positions, neighbor.max_occupancy)
+        states = []
+        for r, coordinates in enumerate(self._replica_coordinates):
+            energy, force = energy_and_force(coordinates, replicas.take(batched, r))
+            states.append(self._state_for_seed(self.spec.seed + r, coordinates, energy, force))
+        return self.place(replicas.stack(states)), self.place(batched)
+
+    def _state_for_seed(self, seed, coordinates, energy, force) -> MDState:
+        velocity_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
         mass = jnp.asarray(self.system.masses, self.dtype)[:, None]
-        state = MDState(position=coordinates, velocity=self.initial_velocities(velocity_key),
-                        force=force, potential_energy=energy, mass=mass, rng=run_key,
-                        heat=jnp.zeros((), self.dtype), thermostat=(),
-                        image=jnp.zeros((self.system.n_atoms, 3), jnp.int32))
-        return state, neighbor
+        return MDState(position=coordinates, velocity=self.initial_velocities(velocity_key),
+                       force=force, potential_energy=energy, mass=mass, rng=run_key,
+                       heat=jnp.zeros((), self.dtype), thermostat=(),
+                       image=jnp.zeros((self.system.n_atoms, 3), jnp.int32))
+
+    def place(self, tree):
+        """Shard a batched pytree's replica axis over the devices (no-op for one device)."""
+        return replicas.place(tree, self.sharding)
+
+    def batched(self, fn, in_axes):
+        """``fn`` vmapped over the replica axis, or ``fn`` itself for a single run."""
+        if self.replicas == 1:
+            return fn
+        return jax.vmap(fn, in_axes=in_axes, axis_name=nbr.REPLICA_AXIS)
 
     def single_point(self) -> tuple[float, np.ndarray]:
         """Potential energy (eV) and ``[N, 3]`` Cartesian forces (eV/Å) of the
@@ -295,27 +364,33 @@ class Simulation:
             return np.zeros_like(kinetic_eV)
         return kT_to_kelvin(2 * kinetic_eV / n_f)
 
-    def thermo_rows(self, steps, samples, phase: Phase) -> list[tuple]:
+    def thermo_rows(self, steps, samples, phase: Phase, replica: int = 0) -> list[tuple]:
+        """CSV rows for ``samples`` ``[T, 3]`` (potential, kinetic, heat in eV) at ``steps``;
+        with replicas, the replica index follows the step."""
         samples = np.asarray(samples, dtype=np.float64)
         potential, kinetic, heat = samples[:, 0], samples[:, 1], samples[:, 2]
         temperature = self.temperature_K(kinetic, phase)
+        tag = (replica,) if self.replicas > 1 else ()
         rows = []
         for k, step in enumerate(steps):
             total = potential[k] + kinetic[k]
-            rows.append((int(step), step * self.timestep_fs / 1000, phase.name, float(potential[k]),
-                         float(kinetic[k]), float(total), float(total - heat[k]), float(temperature[k])))
+            rows.append((int(step), *tag, step * self.timestep_fs / 1000, phase.name,
+                         float(potential[k]), float(kinetic[k]), float(total),
+                         float(total - heat[k]), float(temperature[k])))
         return rows
 
     def run_phase(self, phase: Phase, state: MDState, neighbor, start_step: int, end_step: int,
-                  writers, progress, stats: RunStats, hooks=None,
-                  fresh: bool = True) -> tuple[MDState, object, bool]:
+                  writers, progress, stats: RunStats, hooks=None, fresh: bool = True,
+                  frozen: np.ndarray | None = None) -> tuple[MDState, object, bool]:
         """Run steps ``start_step + 1 … end_step`` of one phase, chunk by chunk.
 
         Args:
           fresh: the phase starts here, so its thermostat is initialised; false
             when continuing a phase from a checkpoint.
           hooks: a :class:`RunHooks`; it may end chunks early (checkpoint steps),
-            act after each chunk and request a stop.
+            act after each chunk, request a stop, and keep failed replicas frozen
+            instead of stopping.
+          frozen: ``[R]`` bool, replicas that failed earlier and stay frozen.
 
         Returns:
           ``(state, neighbor, stopped)``; ``stopped`` is true when the hooks
@@ -325,24 +400,27 @@ class Simulation:
         out = self.spec.output
         kT = jnp.asarray(kelvin_to_kT(phase.temperature_K or 0.0), self.dtype)
         if fresh:
-            state = phase.integrator.init_fn(state, kT)
-        chunk_fn = jax.jit(make_chunk_fn(phase.integrator, self.system, self.chunk_steps,
-                                         out.frame_stride, out.thermo_stride, out.wrap_positions))
+            state = self.batched(phase.integrator.init_fn, (0, None))(state, kT)
+        chunk_fn = jax.jit(self.batched(
+            make_chunk_fn(phase.integrator, self.system, self.chunk_steps, out.frame_stride,
+                          out.thermo_stride, out.wrap_positions, self.failure_fn),
+            (0, 0, None, None, None, 0)))
+        frozen_host = np.zeros(self.replicas, bool) if frozen is None else np.asarray(frozen, bool)
         compiled = None
 
-        def dispatch(state, neighbor, first_step):
+        def dispatch(state, neighbor, first_step, frozen):
             n_active = min(self.chunk_steps, end_step - first_step)
             limit = hooks.chunk_limit(first_step)
             if limit is not None and first_step < limit < first_step + n_active:
                 n_active = limit - first_step
             args = (state, neighbor, jnp.asarray(first_step, jnp.int32),
-                    jnp.asarray(n_active, jnp.int32), kT)
-            return compiled(*args), first_step, n_active
+                    jnp.asarray(n_active, jnp.int32), kT, frozen)
+            return compiled(*args), first_step, n_active, frozen
 
         def compile_for(state, neighbor):
             begin = time.perf_counter()
             result = chunk_fn.lower(state, neighbor, jnp.asarray(0, jnp.int32),
-                                    jnp.asarray(0, jnp.int32), kT).compile()
+                                    jnp.asarray(0, jnp.int32), kT, self._frozen_arg(frozen_host)).compile()
             stats.compile_s += time.perf_counter() - begin
             stats.compilations += 1
             return result
@@ -351,52 +429,87 @@ class Simulation:
             return state, neighbor, False
         compiled = compile_for(state, neighbor)
         progress.restart_clock(start_step)
-        job = dispatch(state, neighbor, start_step)
+        job = dispatch(state, neighbor, start_step, self._frozen_arg(frozen_host))
 
         while job is not None:
-            output, first_step, n_active = job
-            if bool(output.neighbor.did_buffer_overflow):
+            output, first_step, n_active, frozen_in = job
+            if bool(jnp.any(output.neighbor.did_buffer_overflow)):
                 neighbor = self._reallocate(state, neighbor, first_step, stats)
                 compiled = compile_for(state, neighbor)
-                job = dispatch(state, neighbor, first_step)
+                job = dispatch(state, neighbor, first_step, frozen_in)
                 continue
 
-            bad_step = int(output.bad_step)
+            bad = np.atleast_1d(np.asarray(output.bad_step))
+            failed = (bad >= 0).any()
             next_step = first_step + n_active
             job = None
-            if bad_step < 0 and next_step < end_step and not hooks.stop_requested():
-                job = dispatch(output.state, output.neighbor, next_step)
+            go_on = not failed or hooks.tolerates_failures()
+            if go_on and next_step < end_step and not hooks.stop_requested():
+                # Replicas frozen on the host after the previous chunk join those the device froze.
+                frozen_next = output.frozen | self._frozen_arg(frozen_host)
+                job = dispatch(output.state, output.neighbor, next_step, frozen_next)
 
-            last_good = next_step if bad_step < 0 else bad_step - 1
-            self._write_samples(output, first_step, last_good, phase, writers)
-            progress.update(last_good)
-            if bad_step >= 0:
-                raise SimulationError(self._non_finite_message(output.state, bad_step, writers))
+            self._write_samples(output, first_step, next_step, bad, frozen_host, phase, writers)
+            progress.update(next_step if not failed else int(bad[bad >= 0].min()) - 1)
+            if failed and not hooks.tolerates_failures():
+                raise SimulationError(self._non_finite_message(output, bad, writers))
+            more = hooks.check_chunk(output, first_step, next_step, frozen_host.copy())
+            frozen_host |= bad >= 0
+            if more is not None:
+                frozen_host |= np.asarray(more, bool)
             state, neighbor = output.state, output.neighbor
             stats.steps += n_active
             hooks.after_chunk(next_step, state, neighbor, phase)
             if hooks.stop_requested() and next_step < end_step:
                 return state, neighbor, True
+            if frozen_host.all() and next_step < end_step:
+                log.warning("every replica has failed; stopping at step %d", next_step)
+                return state, neighbor, True
         return state, neighbor, False
+
+    def _frozen_arg(self, frozen_host: np.ndarray):
+        """The ``frozen`` chunk argument: a bool, or ``[R]`` bools for replicas."""
+        if self.replicas == 1:
+            return jnp.asarray(bool(frozen_host[0]))
+        return self.place(jnp.asarray(frozen_host))
 
     def _reallocate(self, state, neighbor, first_step, stats):
         new = self.neighbors.grow(state.position, neighbor)
+        if self.replicas > 1:
+            new = self.place(new)
         stats.reallocations += 1
         log.info("neighbor list overflowed in the chunk starting at step %d: capacity %d -> %d; "
                  "redoing the chunk", first_step, neighbor.max_occupancy, new.max_occupancy)
         return new
 
-    def _write_samples(self, output: ChunkOutput, first_step, last_step, phase, writers):
+    def _write_samples(self, output: ChunkOutput, first_step, next_step, bad, frozen, phase, writers):
+        """Write each replica's frames and thermo rows up to its last good step;
+        replicas frozen before the chunk have none."""
         out = self.spec.output
-        frame_steps = _multiples(first_step, last_step, out.frame_stride)
-        thermo_steps = _multiples(first_step, last_step, out.thermo_stride)
         trajectory, thermo = writers
-        if trajectory is not None and len(frame_steps):
-            trajectory.write(frame_steps, np.asarray(output.frames[:len(frame_steps)]))
-        if len(thermo_steps):
-            thermo.write(self.thermo_rows(thermo_steps, np.asarray(output.thermo[:len(thermo_steps)]), phase))
+        trajectories = replicas.writer_list(trajectory)
+        frames = np.asarray(output.frames)
+        samples = np.asarray(output.thermo)
+        if self.replicas == 1:
+            frames, samples = frames[None], samples[None]
+        rows = []
+        for r in range(self.replicas):
+            if frozen[r]:
+                continue
+            last_step = next_step if bad[r] < 0 else bad[r] - 1
+            frame_steps = _multiples(first_step, last_step, out.frame_stride)
+            thermo_steps = _multiples(first_step, last_step, out.thermo_stride)
+            if trajectories and len(frame_steps):
+                trajectories[r].write(frame_steps, frames[r, :len(frame_steps)])
+            rows += self.thermo_rows(thermo_steps, samples[r, :len(thermo_steps)], phase, r)
+        if rows:
+            thermo.write(sorted(rows, key=lambda row: row[:2]))
 
-    def _non_finite_message(self, state: MDState, bad_step: int, writers) -> str:
+    def _non_finite_message(self, output: ChunkOutput, bad: np.ndarray, writers) -> str:
+        replica = int(np.argmin(np.where(bad >= 0, bad, np.iinfo(np.int64).max)))
+        bad_step = int(bad[replica])
+        state = output.state if self.replicas == 1 else replicas.take(output.state, replica)
+        which = f" in replica {replica}" if self.replicas > 1 else ""
         force = np.asarray(state.force, dtype=np.float64)
         position = np.asarray(state.position, dtype=np.float64)
         broken = np.where(~np.isfinite(force).all(axis=1) | ~np.isfinite(position).all(axis=1))[0]
@@ -410,7 +523,7 @@ class Simulation:
                 f"{i + 1} ({magnitude[i]:.3g} eV/Å)" for i in top)
         trajectory, thermo = writers
         written = thermo.path.parent
-        return (f"non-finite potential energy or positions at step {bad_step} "
+        return (f"non-finite potential energy or positions at step {bad_step}{which} "
                 f"(t = {bad_step * self.timestep_fs / 1000:g} ps); {detail}; "
                 f"outputs up to step {bad_step - 1} are complete in {written}; "
                 "check the time step, the starting structure and the potential")

@@ -79,9 +79,31 @@ def drift(state: MDState, shift_fn, dt) -> MDState:
     return state.set(position=shift_fn(state.position, dt * state.velocity))
 
 
+@dataclasses.dataclass(frozen=True)
+class ForceFn:
+    """A potential's energy and forces, and the neighbor-list update they need.
+
+    Calling it as ``forces(position, neighbor)`` returns ``(energy eV,
+    [N, 3] forces eV/Å)``. ``update_neighbors(neighbor, position)`` returns the
+    list for the new positions (jax-md's update unless replaced, for example by
+    one that rebuilds the lists of all replicas together).
+    """
+
+    energy_and_force: Callable
+    update_neighbors: Callable = lambda neighbor, position: neighbor.update(position)
+
+    def __call__(self, position, neighbor):
+        return self.energy_and_force(position, neighbor)
+
+
 def new_forces(state: MDState, neighbor, energy_and_force_fn):
-    """Update the neighbor list at the new positions, then the energy and forces."""
-    neighbor = neighbor.update(state.position)
+    """Update the neighbor list at the new positions, then the energy and forces.
+
+    ``energy_and_force_fn`` is a :class:`ForceFn` or a plain
+    ``(position, neighbor) -> (energy, force)`` function.
+    """
+    update = getattr(energy_and_force_fn, "update_neighbors", None)
+    neighbor = neighbor.update(state.position) if update is None else update(neighbor, state.position)
     energy, force = energy_and_force_fn(state.position, neighbor)
     return state.set(potential_energy=energy, force=force), neighbor
 

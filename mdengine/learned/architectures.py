@@ -6,7 +6,9 @@ of species s is
     E_i = shift_s + scale_s · (o_i − o_s⁰)  (eV)
 
 where ``o_s⁰`` is the network's output for an isolated atom of species s
-(evaluated on a graph with no edges). An isolated atom therefore has
+(evaluated on a graph with no edges). A SchNet model with
+``isolated_atom_reference: false`` (schnetpack's convention, used by
+imported models) omits ``o_s⁰``, so there E_i = shift_s + scale_s · o_i. An isolated atom therefore has
 exactly the energy ``shift_s`` and, with no edges, zero force. The shifts
 come from a least-squares fit of the training energies on species counts
 and the scales from the per-species force RMS (:mod:`mdengine.learned.data`).
@@ -66,6 +68,8 @@ def atomic_energies(module, params, shift, scale, species, edges):
       edges: :class:`~mdengine.learned.graph.Edges` of the graph (Å).
     """
     raw = module.apply({"params": params}, species, edges)
+    if not getattr(module.spec, "isolated_atom_reference", True):
+        return shift[species] + scale[species] * raw
     num_species = shift.shape[0]
     reference_edges = isolated_edges(num_species, module.spec.cutoff_A, edges.vectors.dtype)
     reference = module.apply({"params": params}, jnp.arange(num_species, dtype=jnp.int32),

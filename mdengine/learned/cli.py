@@ -1,4 +1,5 @@
-"""Command line: ``mdengine train CONFIG`` and ``mdengine evaluate MODEL DATASET``."""
+"""Command line: ``mdengine train CONFIG``, ``mdengine evaluate MODEL DATASET`` and
+``mdengine import SCHNETPACK_MODEL --output DIR``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    """Add the ``train`` and ``evaluate`` subcommands; each sets ``handler``."""
+    """Add the ``train``, ``evaluate`` and ``import`` subcommands; each sets ``handler``."""
     train = subparsers.add_parser("train", help="train a learned potential from a YAML configuration")
     train.add_argument("config", type=Path, help="training configuration (YAML)")
     train.set_defaults(handler=cmd_train)
@@ -18,6 +19,23 @@ def register(subparsers) -> None:
     evaluate.add_argument("--plot", type=Path, help="write a parity plot to this PNG file")
     evaluate.add_argument("--batch-size", type=int, default=16, help="structures per batch")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    importer = subparsers.add_parser(
+        "import", help="convert a schnetpack 2.x SchNet model into a model directory")
+    importer.add_argument("source", type=Path,
+                          help="neutral export (.npz from tools/peers/export_schnetpack.py), or a "
+                               "torch-saved schnetpack model when torch is installed")
+    importer.add_argument("--output", type=Path, required=True, help="model directory to write")
+    importer.add_argument("--species", help="comma-separated elements to keep, in this order "
+                                            "(default: every element of the embedding table)")
+    importer.add_argument("--energy-unit", default="eV",
+                          help="energy unit the model was trained in: eV, meV, kcal/mol, kJ/mol, "
+                               "Hartree (default eV)")
+    importer.add_argument("--length-unit", default="Å",
+                          help="length unit the model was trained in: Å, nm, Bohr (default Å)")
+    importer.add_argument("--overwrite", action="store_true",
+                          help="replace a model directory already at --output")
+    importer.set_defaults(handler=cmd_import)
 
 
 def cmd_train(args) -> int:
@@ -50,4 +68,17 @@ def cmd_evaluate(args) -> int:
         parity_plot(predictions, args.plot, title=f"{args.model.name} on {args.dataset.name}")
         metrics["plot"] = str(args.plot)
     print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_import(args) -> int:
+    """Import a schnetpack SchNet model and print a one-line summary."""
+    from mdengine.learned.import_schnetpack import describe, import_model
+    species = None
+    if args.species is not None:
+        species = [symbol.strip() for symbol in args.species.split(",") if symbol.strip()]
+    model, report = import_model(args.source, args.output, species=species,
+                                 energy_unit=args.energy_unit, length_unit=args.length_unit,
+                                 overwrite=args.overwrite)
+    print(describe(model, args.source, report))
     return 0
