@@ -50,6 +50,28 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--skip", type=int, default=0, help="frames to drop from the start")
     analyze.add_argument("--rdf-max-A", type=float, help="RDF range (Å); default: half the cell")
 
+    stability = commands.add_parser("stability", help="run replicas and report when each one fails")
+    stability.add_argument("input", type=Path, help="YAML input file")
+    stability.add_argument("--replicas", type=int, default=8, help="independent replicas, seeds "
+                                                                  "seed … seed + R − 1 (default 8)")
+    stability.add_argument("--time-ps", type=float, required=True, help="simulated time per replica (ps)")
+    stability.add_argument("--output-dir", type=Path, help="default: the input's output.directory "
+                                                           "with '-stability' appended")
+    stability.add_argument("--check", default="auto", choices=["auto", "bonds", "rdf", "none"],
+                           help="structural check besides non-finite values and temperature "
+                                "(auto: bonds for molecules, RDF for periodic liquids and solids)")
+    stability.add_argument("--bond-threshold-A", type=float, default=0.5,
+                           help="largest allowed change of a bond length (Å, default 0.5)")
+    stability.add_argument("--rdf-threshold", type=float, default=0.5,
+                           help="largest allowed RMS deviation of g(r) from the reference (default 0.5)")
+    stability.add_argument("--rdf-reference-ps", type=float, default=1.0,
+                           help="the RDF reference is the first this many ps of the run (default 1)")
+    stability.add_argument("--rdf-reference", type=Path, help="reference RDF: CSV with columns r_A, g "
+                                                              "(as written by analyze)")
+    stability.add_argument("--temperature-factor", type=float, default=3.0,
+                           help="fail above this multiple of the target or initial temperature (default 3)")
+    stability.add_argument("--overwrite", action="store_true", help="replace an earlier study's outputs")
+
     bench = commands.add_parser("bench", help="speed study over system sizes: fused engine "
                                               "against a plain Python loop")
     bench.add_argument("input", type=Path, help="YAML input file (periodic system)")
@@ -140,6 +162,26 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_stability(args) -> int:
+    from mdengine.config import InputError, load_input
+    from mdengine.stability import STABILITY_JSON, StabilityOptions, format_table, run_study
+    spec = load_input(args.input)
+    output_dir = args.output_dir or Path(spec.output.directory + "-stability")
+    if (output_dir / STABILITY_JSON).exists() and not args.overwrite:
+        raise InputError(f"{output_dir} already holds a stability study; use --overwrite or another --output-dir")
+    options = StabilityOptions(args.replicas, args.time_ps, args.check, args.bond_threshold_A,
+                               args.rdf_threshold, args.rdf_reference_ps, args.rdf_reference,
+                               args.temperature_factor)
+    options.validate()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _add_file_log(output_dir)
+    report = run_study(spec, args.input.parent, options, output_dir, input_path=args.input.resolve())
+    print(format_table(report))
+    print(f"report: {output_dir / STABILITY_JSON}, {output_dir / 'stability.csv'}, "
+          f"{output_dir / 'survival.png'}")
+    return 0
+
+
 def cmd_analyze(args) -> int:
     from mdengine.analysis import analyze
     output_dir = args.output_dir or args.trajectory.parent / "analysis"
@@ -206,7 +248,7 @@ def main(argv=None) -> int:
     from mdengine.config import InputError
     from mdengine.simulation import SimulationError
     commands = {"run": cmd_run, "validate": cmd_validate, "inspect": cmd_inspect,
-                "analyze": cmd_analyze, "bench": cmd_bench,
+                "analyze": cmd_analyze, "bench": cmd_bench, "stability": cmd_stability,
                 "train": getattr(args, "handler", None), "evaluate": getattr(args, "handler", None),
                 "import": getattr(args, "handler", None)}
     try:

@@ -36,9 +36,10 @@ def take(tree, replica: int):
 def replica_sharding(n_replicas: int) -> NamedSharding | None:
     """A sharding that splits the replica axis over as many devices as divide R.
 
-    Returns None when only one device would be used. Multi-host runs see the
-    devices of every process after ``jax.distributed.initialize()``.
+    Returns None when only one device would be used.
     """
+    # NOTE: one process only. Under jax.distributed the host-side writers would
+    # need each array gathered from every process first.
     devices = jax.devices()
     count = max(d for d in range(1, min(len(devices), n_replicas) + 1) if n_replicas % d == 0)
     if count < len(devices):

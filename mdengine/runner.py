@@ -135,13 +135,16 @@ def phase_bounds(simulation: Simulation) -> list[tuple[int, int]]:
     return bounds
 
 
-def execute(simulation: Simulation, output_dir: Path, resume: bool = False) -> RunStats:
+def execute(simulation: Simulation, output_dir: Path, resume: bool = False,
+            hooks_class=None) -> RunStats:
     """Run a built simulation, writing its outputs into ``output_dir``.
 
     Building the :class:`Simulation` checks the input completely, so an
     invalid input fails before the output directory is touched. With
     ``resume``, the run continues from the newest readable checkpoint; the
     trajectory and thermo files are cut back to that checkpoint first.
+    ``hooks_class`` replaces :class:`CheckpointHooks` (same constructor), for
+    example to keep failed replicas frozen while the others go on.
 
     Raises:
       InputError: nothing to resume, or a checkpoint from an incompatible input.
@@ -170,7 +173,7 @@ def execute(simulation: Simulation, output_dir: Path, resume: bool = False) -> R
     interrupted = None
     try:
         with StopSignals() as signals:
-            hooks = CheckpointHooks(simulation, checkpointer, writers, signals)
+            hooks = (hooks_class or CheckpointHooks)(simulation, checkpointer, writers, signals)
             if not resume:
                 _write_initial_sample(simulation, state, writers)
             step = start_step
@@ -182,6 +185,8 @@ def execute(simulation: Simulation, output_dir: Path, resume: bool = False) -> R
                 state, neighbor, stopped = simulation.run_phase(
                     phase, state, neighbor, step, last, writers, progress, stats, hooks,
                     fresh=step == first)
+                if stopped and signals.signum is None:
+                    break   # every replica has failed
                 if stopped:
                     step = _last_saved(checkpointer, step)
                     interrupted = RunInterrupted(signals.signum, step, checkpointer and checkpointer.directory)

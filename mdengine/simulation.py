@@ -201,6 +201,10 @@ class RunHooks:
         failure stops the run with :class:`SimulationError`."""
         return False
 
+    def frozen_replicas(self) -> np.ndarray | None:
+        """``[R]`` bool: replicas that failed earlier and stay frozen, or None."""
+        return None
+
     def check_chunk(self, output: ChunkOutput, first_step: int, last_step: int,
                     frozen: np.ndarray) -> np.ndarray | None:
         """Inspect a chunk (steps ``first_step + 1 … last_step``) after its samples are
@@ -380,8 +384,8 @@ class Simulation:
         return rows
 
     def run_phase(self, phase: Phase, state: MDState, neighbor, start_step: int, end_step: int,
-                  writers, progress, stats: RunStats, hooks=None, fresh: bool = True,
-                  frozen: np.ndarray | None = None) -> tuple[MDState, object, bool]:
+                  writers, progress, stats: RunStats, hooks=None,
+                  fresh: bool = True) -> tuple[MDState, object, bool]:
         """Run steps ``start_step + 1 … end_step`` of one phase, chunk by chunk.
 
         Args:
@@ -389,8 +393,7 @@ class Simulation:
             when continuing a phase from a checkpoint.
           hooks: a :class:`RunHooks`; it may end chunks early (checkpoint steps),
             act after each chunk, request a stop, and keep failed replicas frozen
-            instead of stopping.
-          frozen: ``[R]`` bool, replicas that failed earlier and stay frozen.
+            instead of stopping (replicas it reports as frozen stay frozen).
 
         Returns:
           ``(state, neighbor, stopped)``; ``stopped`` is true when the hooks
@@ -405,7 +408,8 @@ class Simulation:
             make_chunk_fn(phase.integrator, self.system, self.chunk_steps, out.frame_stride,
                           out.thermo_stride, out.wrap_positions, self.failure_fn),
             (0, 0, None, None, None, 0)))
-        frozen_host = np.zeros(self.replicas, bool) if frozen is None else np.asarray(frozen, bool)
+        frozen = hooks.frozen_replicas()
+        frozen_host = np.zeros(self.replicas, bool) if frozen is None else np.array(frozen, bool)
         compiled = None
 
         def dispatch(state, neighbor, first_step, frozen):
@@ -506,7 +510,7 @@ class Simulation:
             thermo.write(sorted(rows, key=lambda row: row[:2]))
 
     def _non_finite_message(self, output: ChunkOutput, bad: np.ndarray, writers) -> str:
-        replica = int(np.argmin(np.where(bad >= 0, bad, np.iinfo(np.int64).max)))
+        replica = int(np.argmin(np.where(bad >= 0, bad, np.iinfo(bad.dtype).max)))
         bad_step = int(bad[replica])
         state = output.state if self.replicas == 1 else replicas.take(output.state, replica)
         which = f" in replica {replica}" if self.replicas > 1 else ""

@@ -1,0 +1,147 @@
+"""Replicas: equal to single runs with the same seeds, sharded equal to unsharded,
+overflow in one replica regrows the shared list, resume holds every replica."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import mdtraj
+import numpy as np
+import pytest
+
+from conftest import REPO, argon_input, build, read_thermo, run
+from mdengine.runner import execute
+
+CSVR = {"kind": "csvr", "tau_fs": 100.0}
+
+
+def frames(path):
+    return mdtraj.load(str(path), top=str(path.with_suffix(".topology.pdb"))).xyz
+
+
+def replica_input(replicas, steps=60, **kwargs):
+    spec = argon_input(steps=steps, ensemble="nvt", thermostat=CSVR, precision="float64", **kwargs)
+    spec["run"]["replicas"] = replicas
+    return spec
+
+
+def test_replicas_equal_single_runs_with_the_same_seeds(tmp_path):
+    spec = replica_input(3)
+    stats, thermo = run(spec, tmp_path / "batch")
+    assert stats.compilations == 1
+    assert set(thermo["replica"]) == {0, 1, 2}
+
+    for r in range(3):
+        single = copy.deepcopy(spec)
+        single["run"]["replicas"] = 1
+        single["seed"] = spec["seed"] + r
+        _, alone = run(single, tmp_path / f"single{r}")
+        mine = thermo["replica"] == r
+        # Each replica runs the single run's operations on its own slice of
+        # the batch, and the shared rebuild check only gates jax-md's own one,
+        # so the numbers agree bit for bit on one machine.
+        for column in ("step", "potential_energy_eV", "kinetic_energy_eV", "conserved_energy_eV"):
+            np.testing.assert_array_equal(thermo[column][mine], alone[column], err_msg=column)
+        np.testing.assert_array_equal(frames(tmp_path / f"batch/trajectory.replica{r}.dcd"),
+                                      frames(tmp_path / f"single{r}/trajectory.dcd"))
+
+
+SHARDED_RUN = """
+import sys, jax
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import build
+from mdengine.runner import execute
+import json
+spec = json.loads({spec!r})
+simulation = build(spec)
+print("devices", len(jax.devices()), "sharded", simulation.sharding is not None)
+execute(simulation, Path(spec["output"]["directory"]))
+"""
+
+
+def run_with_devices(spec, output_dir, devices):
+    import json
+    spec = copy.deepcopy(spec)
+    spec["output"]["directory"] = str(output_dir)
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    script = SHARDED_RUN.format(tests=str(REPO / "tests"), spec=json.dumps(spec))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_sharded_over_four_devices_equals_one_device(tmp_path):
+    spec = replica_input(4, steps=80)
+    spec["integrator"]["thermostat"] = {"kind": "langevin", "friction_per_ps": 5.0}
+    spec["neighbor"] = {"skin_A": 0.6}
+    out = run_with_devices(spec, tmp_path / "four", 4)
+    assert "devices 4 sharded True" in out
+    out = run_with_devices(spec, tmp_path / "one", 1)
+    assert "devices 1 sharded False" in out
+
+    assert (tmp_path / "four/thermo.csv").read_bytes() == (tmp_path / "one/thermo.csv").read_bytes()
+    for r in range(4):
+        np.testing.assert_array_equal(frames(tmp_path / f"four/trajectory.replica{r}.dcd"),
+                                      frames(tmp_path / f"one/trajectory.replica{r}.dcd"))
+
+
+def test_overflow_in_any_replica_regrows_and_redoes(tmp_path):
+    # Hot replicas from a tight list: capacity multiplier 1 leaves no headroom,
+    # so some replica's list overflows within a few rebuilds.
+    spec = replica_input(3, steps=200, temperature_K=600.0,
+                         neighbor={"skin_A": 0.4, "capacity_multiplier": 1.0})
+    stats, thermo = run(spec, tmp_path / "batch")
+    assert stats.reallocations >= 1
+    assert stats.compilations == 1 + stats.reallocations
+
+    # After the regrow the lists are longer than a single run's, so sums pick
+    # up padding in another order: agreement to float64 rounding, grown by the
+    # chaos of 200 steps, not bit for bit.
+    single = copy.deepcopy(spec)
+    single["run"]["replicas"] = 1
+    single["seed"] = spec["seed"] + 2
+    _, alone = run(single, tmp_path / "single")
+    mine = thermo["replica"] == 2
+    np.testing.assert_allclose(thermo["potential_energy_eV"][mine], alone["potential_energy_eV"],
+                               rtol=1e-8)
+
+
+def test_replica_run_resumes_bit_identically(tmp_path):
+    spec = replica_input(2, steps=120)
+    spec["output"]["checkpoint"] = {"interval_steps": 60}
+    run(spec, tmp_path / "straight")
+
+    half = copy.deepcopy(spec)
+    half["run"]["steps"] = 60
+    run(half, tmp_path / "split")
+    spec["output"]["directory"] = str(tmp_path / "split")
+    execute(build(spec), tmp_path / "split", resume=True)
+
+    assert (tmp_path / "split/thermo.csv").read_bytes() == (tmp_path / "straight/thermo.csv").read_bytes()
+    for r in range(2):
+        np.testing.assert_array_equal(frames(tmp_path / f"split/trajectory.replica{r}.dcd"),
+                                      frames(tmp_path / f"straight/trajectory.replica{r}.dcd"))
+
+
+def test_replica_count_change_is_refused_on_resume(tmp_path):
+    from mdengine.config import InputError
+    spec = replica_input(2, steps=20)
+    run(spec, tmp_path / "out")
+    spec["run"]["replicas"] = 3
+    spec["output"]["directory"] = str(tmp_path / "out")
+    with pytest.raises(InputError, match="replicas"):
+        execute(build(spec), tmp_path / "out", resume=True)
+
+
+def test_non_finite_replica_stops_a_plain_run_naming_it(tmp_path):
+    from mdengine.simulation import SimulationError
+    spec = argon_input(steps=100, precision="float64", run={"steps": 100, "replicas": 2})
+    spec["integrator"]["timestep_fs"] = 100.0
+    with pytest.raises(SimulationError, match="in replica [01]"):
+        run(spec, tmp_path / "out")
+    assert read_thermo(tmp_path / "out/thermo.csv")["step"].size > 0
