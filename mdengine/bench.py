@@ -5,9 +5,9 @@ the fused engine (one jitted ``lax.scan`` per chunk, as ``mdengine run``
 uses it) against a plain Python loop that calls a jitted single step, on
 the same state and with the same work per step. Warm-up is excluded, each
 timing is repeated, and medians with their spread are reported. Output
-files are not written, so this measures the engine alone.
-
-NOTE: replica counts are not swept yet; every record has ``replicas: 1``.
+files are not written, so this measures the engine alone. With R replicas
+both variants advance all of them (vmapped), and atom-steps/s counts every
+replica's atoms.
 """
 
 from __future__ import annotations
@@ -52,32 +52,38 @@ def _timed(function, repeats: int) -> list[float]:
     return times
 
 
-def measure_size(spec: InputSpec, base_dir: Path, repeats_n: int, steps: int, repeats: int) -> dict:
-    """Benchmark one replication of the input's cell; returns one record."""
+def measure_size(spec: InputSpec, base_dir: Path, repeats_n: int, steps: int, repeats: int,
+                 n_replicas: int = 1) -> dict:
+    """Benchmark one replication of the input's cell with ``n_replicas`` replicas;
+    returns one record."""
     base = build_system(spec.system, base_dir, spec.seed)
     system = replicate(base, (repeats_n,) * 3) if repeats_n > 1 else base
+    spec = spec.model_copy(update={"run": spec.run.model_copy(update={"replicas": n_replicas})})
     simulation = Simulation(spec, base_dir, system=system)
     phase = simulation.phases[-1]
     kT = jnp.asarray(kelvin_to_kT(phase.temperature_K or 0.0), simulation.dtype)
     state, neighbor = simulation.initial_state()
-    state = phase.integrator.init_fn(state, kT)
+    state = simulation.batched(phase.integrator.init_fn, (0, None))(state, kT)
+    frozen = jnp.zeros((n_replicas,), bool) if n_replicas > 1 else jnp.asarray(False)
 
     # Fused: one chunk of `steps` steps with sampling, as in a run.
     out = spec.output
-    chunk = jax.jit(make_chunk_fn(phase.integrator, system, steps, out.frame_stride, out.thermo_stride))
+    chunk = jax.jit(simulation.batched(
+        make_chunk_fn(phase.integrator, system, steps, out.frame_stride, out.thermo_stride),
+        (0, 0, None, None, None, 0)))
     begin = time.perf_counter()
-    args = (state, neighbor, jnp.asarray(0, jnp.int32), jnp.asarray(steps, jnp.int32), kT)
+    args = (state, neighbor, jnp.asarray(0, jnp.int32), jnp.asarray(steps, jnp.int32), kT, frozen)
     compiled = chunk.lower(*args).compile()
     compile_s = time.perf_counter() - begin
     warm = compiled(*args)
-    if bool(warm.neighbor.did_buffer_overflow):
+    if bool(jnp.any(warm.neighbor.did_buffer_overflow)):
         neighbor = simulation.neighbors.grow(state.position, neighbor)
         args = (state, neighbor) + args[2:]
         compiled = chunk.lower(*args).compile()
     fused = _timed(lambda: compiled(*args).state.position, repeats)
 
     # Plain loop: a jitted single step called from Python.
-    step = jax.jit(lambda s, n: phase.integrator.step_fn(s, n, kT))
+    step = jax.jit(simulation.batched(lambda s, n: phase.integrator.step_fn(s, n, kT), (0, 0)))
     jax.block_until_ready(step(state, neighbor))
 
     def loop():
@@ -90,7 +96,8 @@ def measure_size(spec: InputSpec, base_dir: Path, repeats_n: int, steps: int, re
     fused_rate = steps / statistics.median(fused)
     plain_rate = steps / statistics.median(plain)
     return {
-        "atoms": system.n_atoms, "replicas": 1, "cell_repeats": repeats_n, "steps": steps,
+        "atoms": system.n_atoms, "replicas": n_replicas, "cell_repeats": repeats_n, "steps": steps,
+        "devices": 1 if simulation.sharding is None else len(simulation.sharding.mesh.devices.flat),
         "compile_s": compile_s,
         "fused_steps_per_s": fused_rate,
         "fused_steps_per_s_range": [steps / max(fused), steps / min(fused)],
@@ -98,7 +105,7 @@ def measure_size(spec: InputSpec, base_dir: Path, repeats_n: int, steps: int, re
         "loop_steps_per_s_range": [steps / max(plain), steps / min(plain)],
         "fused_over_loop": fused_rate / plain_rate,
         "ns_per_day": fused_rate * simulation.timestep_fs * 86400 / 1e6,
-        "atom_steps_per_s": fused_rate * system.n_atoms,
+        "atom_steps_per_s": fused_rate * system.n_atoms * n_replicas,
         "neighbor_capacity": int(neighbor.max_occupancy),
         "peak_host_memory_mib": peak_host_memory_mib(),
         "peak_device_memory_mib": peak_device_memory_mib(),
@@ -112,17 +119,20 @@ def environment() -> dict:
 
 
 def run_benchmark(spec: InputSpec, base_dir: Path, sizes: list[int], steps: int, repeats: int,
-                  output_dir: Path) -> list[dict]:
-    """Measure every size, then write ``bench.json`` and ``bench.png`` into ``output_dir``."""
+                  output_dir: Path, replica_counts: tuple[int, ...] = (1,)) -> list[dict]:
+    """Measure every size and replica count, then write ``bench.json`` and
+    ``bench.png`` into ``output_dir``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for n in sizes:
-        record = measure_size(spec, base_dir, n, steps, repeats)
-        log.info("%7d atoms: fused %.1f steps/s (%.3g atom-steps/s), plain loop %.1f steps/s, "
-                 "ratio %.2f, compile %.1f s, peak memory %.0f MiB", record["atoms"],
-                 record["fused_steps_per_s"], record["atom_steps_per_s"], record["loop_steps_per_s"],
-                 record["fused_over_loop"], record["compile_s"], record["peak_host_memory_mib"])
-        records.append(record)
+        for n_replicas in replica_counts:
+            record = measure_size(spec, base_dir, n, steps, repeats, n_replicas)
+            log.info("%7d atoms x %d replicas: fused %.1f steps/s (%.3g atom-steps/s), plain loop "
+                     "%.1f steps/s, ratio %.2f, compile %.1f s, peak memory %.0f MiB", record["atoms"],
+                     n_replicas, record["fused_steps_per_s"], record["atom_steps_per_s"],
+                     record["loop_steps_per_s"], record["fused_over_loop"], record["compile_s"],
+                     record["peak_host_memory_mib"])
+            records.append(record)
     report = {"environment": environment(), "precision": spec.precision, "records": records}
     (output_dir / "bench.json").write_text(json.dumps(report, indent=2))
     _plot(records, output_dir / "bench.png")
@@ -133,11 +143,15 @@ def _plot(records: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    atoms = [r["atoms"] for r in records]
     figure, axis = plt.subplots()
-    axis.loglog(atoms, [r["atom_steps_per_s"] for r in records], "o-", label="fused scan")
-    axis.loglog(atoms, [r["loop_steps_per_s"] * r["atoms"] for r in records], "s--", label="Python loop")
-    axis.set_xlabel("atoms")
+    for count in sorted({r["replicas"] for r in records}):
+        group = [r for r in records if r["replicas"] == count]
+        atoms = [r["atoms"] * count for r in group]
+        tag = f", {count} replicas" if count > 1 else ""
+        axis.loglog(atoms, [r["atom_steps_per_s"] for r in group], "o-", label="fused scan" + tag)
+        axis.loglog(atoms, [r["loop_steps_per_s"] * a for r, a in zip(group, atoms)], "s--",
+                    label="Python loop" + tag)
+    axis.set_xlabel("atoms (all replicas)")
     axis.set_ylabel("atom-steps/s")
     axis.legend()
     figure.savefig(path, dpi=120)

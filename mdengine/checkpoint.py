@@ -163,13 +163,22 @@ class Checkpointer:
         for step in reversed(self.steps()):
             try:
                 metadata = self.read_metadata(step)
-                return self.restore(step, state_template_fn(metadata), dtype)
+                template = state_template_fn(metadata)
+            except InputError:
+                raise   # a readable checkpoint of another input: refused, never moved aside
             except Exception as err:   # a damaged checkpoint can fail in many ways
-                log.error("checkpoint of step %d in %s cannot be read (%s: %s); trying the "
-                          "previous one", step, self.directory, type(err).__name__,
-                          str(err).splitlines()[0] if str(err) else "")
-                self._quarantine(step)
+                self._report_unreadable(step, err)
+                continue
+            try:
+                return self.restore(step, template, dtype)
+            except Exception as err:
+                self._report_unreadable(step, err)
         return None
+
+    def _report_unreadable(self, step: int, err: Exception) -> None:
+        log.error("checkpoint of step %d in %s cannot be read (%s: %s); trying the previous one",
+                  step, self.directory, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+        self._quarantine(step)
 
     def _quarantine(self, step: int) -> None:
         source = self.directory / str(step)

@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("input", type=Path, help="YAML input file (periodic system)")
     bench.add_argument("--sizes", default="1,2", help="comma-separated n: the cell is replicated "
                                                       "n x n x n (default 1,2)")
+    bench.add_argument("--replicas", dest="replica_counts", default="1",
+                       help="comma-separated replica counts to measure at each size (default 1)")
     bench.add_argument("--steps", type=int, default=200, help="steps per timed repeat")
     bench.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up")
     bench.add_argument("--output-dir", type=Path, default=Path("bench"), help="where bench.json "
@@ -202,12 +204,14 @@ def cmd_bench(args) -> int:
     from mdengine.config import InputError
     try:
         sizes = [int(n) for n in args.sizes.split(",")]
+        counts = tuple(int(n) for n in args.replica_counts.split(","))
     except ValueError:
-        raise InputError(f"--sizes: expected comma-separated integers, got {args.sizes!r}") from None
-    if any(n < 1 for n in sizes) or args.steps < 1 or args.repeats < 1:
-        raise InputError("--sizes, --steps and --repeats must be positive")
+        raise InputError(f"--sizes, --replicas: expected comma-separated integers, got "
+                         f"{args.sizes!r}, {args.replica_counts!r}") from None
+    if any(n < 1 for n in sizes + list(counts)) or args.steps < 1 or args.repeats < 1:
+        raise InputError("--sizes, --replicas, --steps and --repeats must be positive")
     spec = _load(args)
-    run_benchmark(spec, args.input.parent, sizes, args.steps, args.repeats, args.output_dir)
+    run_benchmark(spec, args.input.parent, sizes, args.steps, args.repeats, args.output_dir, counts)
     print(f"results in {args.output_dir / 'bench.json'} and {args.output_dir / 'bench.png'}")
     return 0
 

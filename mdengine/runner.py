@@ -251,18 +251,20 @@ def _restore(simulation: Simulation, checkpointer: Checkpointer | None, output_d
     if not checkpointer.steps():
         raise InputError(f"--resume: no checkpoint in {checkpointer.directory}; "
                          "run without --resume to start a new run")
-    restored = checkpointer.restore_latest(
-        lambda metadata: _state_template(simulation, metadata["phase_index"]), simulation.dtype)
+    def template(metadata):
+        # Checked before any array is read: another input's arrays may not fit.
+        if metadata["fingerprint"] != fingerprint(simulation.spec):
+            changed = differences(metadata["input_sections"], fingerprint_sections(simulation.spec))
+            raise InputError(f"--resume: the checkpoint of step {metadata['step']} was written for a "
+                             f"different input ({'; '.join(changed)}); only run.steps, run.chunk_steps, "
+                             "output and neighbor settings may change between runs")
+        return _state_template(simulation, metadata["phase_index"])
+
+    restored = checkpointer.restore_latest(template, simulation.dtype)
     if restored is None:
         raise InputError(f"--resume: no readable checkpoint in {checkpointer.directory}; "
                          "the unreadable ones were moved aside")
     state, neighbor_arrays, metadata = restored
-
-    if metadata["fingerprint"] != fingerprint(simulation.spec):
-        changed = differences(metadata["input_sections"], fingerprint_sections(simulation.spec))
-        raise InputError(f"--resume: the checkpoint of step {metadata['step']} was written for a "
-                         f"different input ({'; '.join(changed)}); only run.steps, run.chunk_steps, "
-                         "output and neighbor settings may change between runs")
     step = metadata["step"]
     checkpointer.last_saved_step = step
     log.info("resuming from the checkpoint of step %d (t = %g ps, %s) in %s", step,

@@ -20,20 +20,21 @@ def test_bench_json_fields(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
     result = subprocess.run([sys.executable, "-m", "mdengine.cli", "bench", str(path), "--sizes", "1,2",
-                             "--steps", "50", "--repeats", "2", "--output-dir", str(tmp_path / "out")],
+                             "--replicas", "1,2", "--steps", "50", "--repeats", "2", "--output-dir", str(tmp_path / "out")],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert (tmp_path / "out" / "bench.png").is_file()
     assert report["environment"]["backend"] == "cpu"
     records = report["records"]
-    assert [r["atoms"] for r in records] == [32, 256]
+    assert [(r["atoms"], r["replicas"]) for r in records] == [(32, 1), (32, 2), (256, 1), (256, 2)]
     for record in records:
         assert record["compile_s"] > 0
         assert record["fused_steps_per_s"] > 0
         low, high = record["fused_steps_per_s_range"]
         assert low <= record["fused_steps_per_s"] <= high
-        assert record["atom_steps_per_s"] == record["fused_steps_per_s"] * record["atoms"]
+        assert record["atom_steps_per_s"] == (record["fused_steps_per_s"] * record["atoms"]
+                                              * record["replicas"])
         assert record["ns_per_day"] == record["fused_steps_per_s"] * 5.0 * 86400 / 1e6
         assert record["peak_host_memory_mib"] > 0
         assert record["neighbor_capacity"] > 0

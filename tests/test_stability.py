@@ -9,9 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, argon_input, run
+from conftest import REPO, argon_input, read_thermo, run
 from mdengine.config import InputError, InputSpec
-from mdengine.simulation import SimulationError
 from mdengine.stability import StabilityOptions, run_study
 
 
@@ -42,11 +41,8 @@ def test_too_large_time_step_fails_each_replica_at_its_own_step(tmp_path):
     for r, entry in enumerate(report["per_replica"]):
         single = copy.deepcopy(spec)
         single["seed"] = spec["seed"] + r
-        with pytest.raises(SimulationError):
-            run(single, tmp_path / f"single{r}")
-        from conftest import read_thermo
-        alone = read_thermo(tmp_path / f"single{r}/thermo.csv")
-        # The single run's thermo stops before its non-finite step; its first
+        _, alone = run(single, tmp_path / f"single{r}")
+        # The single run goes on (periodic positions stay finite); its first
         # step above 3 × 120 K is where the study must have stopped the replica.
         assert entry["failure_step"] == first_hot_step(alone, limit_K), entry
         assert entry["time_to_failure_ps"] == pytest.approx(entry["failure_step"] * 0.1)
@@ -54,7 +50,6 @@ def test_too_large_time_step_fails_each_replica_at_its_own_step(tmp_path):
         assert (tmp_path / f"study/failures/replica{r}_last_good.pdb").is_file()
         assert (tmp_path / f"study/failures/replica{r}_first_bad.pdb").is_file()
 
-    from conftest import read_thermo
     thermo = read_thermo(tmp_path / "study/thermo.csv")
     for r, step in enumerate(steps):
         mine = thermo["step"][thermo["replica"] == r]
