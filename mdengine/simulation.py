@@ -241,7 +241,7 @@ class Simulation:
             spec.neighbor.capacity_multiplier, self.potential.neighbor_format, self.dtype)
         update = None
         if self.replicas > 1:
-            update = self.neighbors.replica_update_fn(self.displacement_fn, spec.neighbor.skin_A)
+            update = self.neighbors.replica_update_fn(spec.neighbor.skin_A)
         self.energy_and_force = (ForceFn(energy_and_force_fn(self.potential)) if update is None else
                                  ForceFn(energy_and_force_fn(self.potential), update))
         self.sharding = replicas.replica_sharding(self.replicas) if self.replicas > 1 else None
