@@ -57,7 +57,7 @@ def cast_params(params, dtype):
     return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), params)
 
 
-def atomic_energies(module, params, shift, scale, species, edges):
+def atomic_energies(module, params, shift, scale, species, edges, **options):
     """Compute ``[N]`` per-atom energies (eV).
 
     Args:
@@ -66,12 +66,13 @@ def atomic_energies(module, params, shift, scale, species, edges):
       shift, scale: ``[S]`` per-species energy shift and scale (eV).
       species: ``[N]`` int32 indices into the model's species list.
       edges: :class:`~mdengine.learned.graph.Edges` of the graph (Å).
+      options: passed to the network (SchNet: ``tables``).
     """
-    raw = module.apply({"params": params}, species, edges)
+    raw = module.apply({"params": params}, species, edges, **options)
     if not getattr(module.spec, "isolated_atom_reference", True):
         return shift[species] + scale[species] * raw
     num_species = shift.shape[0]
     reference_edges = isolated_edges(num_species, module.spec.cutoff_A, edges.vectors.dtype)
     reference = module.apply({"params": params}, jnp.arange(num_species, dtype=jnp.int32),
-                             reference_edges)
+                             reference_edges, **options)
     return shift[species] + scale[species] * (raw - reference[species])

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mdengine.config import InputError
 from mdengine.learned import architectures
 from mdengine.learned.graph import neighbor_edges
+from mdengine.learned.schnet import SchNet, filter_tables
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +103,28 @@ class LoadedModel:
         scale = jnp.asarray([d.energy_scale_eV[s] for s in self.species], dtype)
         return shift, scale
 
-    def atomic_energy_fn(self, displacement_fn, dtype):
+    def atomic_energy_fn(self, displacement_fn, dtype, tabulate_filters: bool = False):
         """``fn(species [N] int32, positions [N, 3], idx [2, C]) -> [N]`` per-atom energies (eV).
 
         ``positions`` are in the coordinates ``displacement_fn`` expects;
         ``idx`` is a jax-md sparse neighbor list's ``idx`` (padding = N).
-        Parameters are cast to ``dtype``.
+        Parameters are cast to ``dtype``. With ``tabulate_filters`` a SchNet
+        evaluates its filter networks as tabulated splines
+        (:mod:`mdengine.learned.filter_table`); the networks themselves are
+        used otherwise.
         """
         module = self.module
         params = architectures.cast_params(self.params, dtype)
         shift, scale = self.shift_scale(dtype)
         cutoff = self.cutoff_A
+        options = {}
+        if tabulate_filters and isinstance(module, SchNet):
+            options["tables"] = filter_tables(params, module.spec, dtype)
 
         def fn(species, positions, idx):
             edges = neighbor_edges(positions, idx, displacement_fn, cutoff)
-            return architectures.atomic_energies(module, params, shift, scale, species, edges)
+            return architectures.atomic_energies(module, params, shift, scale, species, edges,
+                                                 **options)
 
         return fn
 

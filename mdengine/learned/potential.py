@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from jax_md import partition
 
 from mdengine.config import InputError, LearnedPotential
+from mdengine.learned.filter_table import TABLE_MIN_ATOMS
 from mdengine.learned.model_io import load_model
 from mdengine.potentials.base import Potential
 
@@ -45,7 +46,8 @@ def build_learned_potential(spec: LearnedPotential, system, displacement_fn, bas
     path = (Path(base_dir) / spec.model).resolve()
     model = load_model(path)
     species = species_indices(model.species, system, path)
-    atomic_energy_fn = model.atomic_energy_fn(displacement_fn, dtype)
+    atomic_energy_fn = model.atomic_energy_fn(displacement_fn, dtype,
+                                              tabulate_filters=system.n_atoms >= TABLE_MIN_ATOMS)
 
     def energy_fn(positions, neighbor):
         return jnp.sum(atomic_energy_fn(species, positions, neighbor.idx))

@@ -34,6 +34,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mdengine.learned.filter_table import (DEFAULT_SPACING_A, FilterTable, dense, interpolate,
+                                           tabulate)
 from mdengine.learned.graph import Edges, cosine_cutoff, gather_sum
 
 
@@ -126,11 +128,14 @@ class Interaction(nn.Module):
     activation: str = "shifted_softplus"
 
     @nn.compact
-    def __call__(self, h, expansion, edges: Edges):
+    def __call__(self, h, expansion, edges: Edges, table: FilterTable | None = None):
         width = self.filters or self.features
         activation = ACTIVATIONS[self.activation]
-        filters = nn.Dense(width, name="filter_in")(expansion)
-        filters = nn.Dense(width, name="filter_out")(activation(filters))
+        if table is None:
+            filters = nn.Dense(width, name="filter_in")(expansion)
+            filters = nn.Dense(width, name="filter_out")(activation(filters))
+        else:
+            filters = interpolate(table, edges.distances)
         weight = cosine_cutoff(edges.distances, self.cutoff_A) * edges.mask
         filters = filters * weight[:, None]
         x = nn.Dense(width, use_bias=False, name="atomwise")(h)
@@ -143,27 +148,49 @@ class Interaction(nn.Module):
 class SchNet(nn.Module):
     """SchNet mapping a graph to one raw output per atom.
 
-    ``__call__(species [N] int32, edges) -> [N]`` (dimensionless; scaled to
-    eV by the energy head).
+    ``__call__(species [N] int32, edges, tables=None) -> [N]`` (dimensionless;
+    scaled to eV by the energy head). ``tables`` (one :class:`FilterTable`
+    per interaction, from :func:`filter_tables`) replaces the filter networks
+    by their tabulated splines.
     """
 
     spec: SchNetSpec
     num_species: int
 
     @nn.compact
-    def __call__(self, species, edges: Edges):
+    def __call__(self, species, edges: Edges, tables=None):
         spec = self.spec
         h = nn.Embed(self.num_species, spec.features, name="embedding")(species)
-        if spec.radial_centres_A is None:
-            expansion = gaussian_expansion(edges.distances, spec.radial_functions, spec.cutoff_A)
-        else:
-            expansion = explicit_gaussian_expansion(edges.distances, spec.radial_centres_A,
-                                                    spec.radial_widths_A)
+        expansion = None if tables is not None else radial_expansion(edges.distances, spec)
         for block in range(spec.interactions):
             h = Interaction(spec.features, spec.cutoff_A, filters=spec.filters,
                             update_bias=spec.update_bias, activation=spec.activation,
-                            name=f"interaction_{block}")(h, expansion, edges)
+                            name=f"interaction_{block}")(
+                h, expansion, edges, None if tables is None else tables[block])
         return readout(h, spec)
+
+
+def radial_expansion(distances, spec: SchNetSpec):
+    """``[E, radial_functions]`` Gaussian expansion of edge lengths (Å)."""
+    if spec.radial_centres_A is None:
+        return gaussian_expansion(distances, spec.radial_functions, spec.cutoff_A)
+    return explicit_gaussian_expansion(distances, spec.radial_centres_A, spec.radial_widths_A)
+
+
+def filter_tables(params: dict, spec: SchNetSpec, dtype,
+                  spacing_A: float = DEFAULT_SPACING_A) -> tuple[FilterTable, ...]:
+    """Tabulate every interaction's filter network from the model's parameters."""
+    activation = ACTIVATIONS[spec.activation]
+    tables = []
+    for block in range(spec.interactions):
+        layers = params[f"interaction_{block}"]
+
+        def network(r, layers=layers):
+            hidden = activation(dense(layers["filter_in"], radial_expansion(r, spec)))
+            return dense(layers["filter_out"], hidden)
+
+        tables.append(tabulate(network, spec.cutoff_A, dtype, spacing_A))
+    return tuple(tables)
 
 
 def readout_widths(spec: SchNetSpec) -> tuple[int, ...]:
