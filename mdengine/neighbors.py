@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 from jax_md import partition, space
 
+from mdengine.cell_list import CellListNeighbors
 from mdengine.config import InputError
 from mdengine.system import System
 
@@ -228,10 +229,16 @@ def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin
         _check_all_pairs_memory(system, radius)
 
     metric = displacement_fn if system.cell is None else periodic_metric(box)
-    neighbor_fn = partition.neighbor_list(
-        metric, box, cutoff_A, dr_threshold=skin_A,
-        capacity_multiplier=capacity_multiplier, disable_cell_list=not use_cell_list,
-        fractional_coordinates=system.cell is not None, format=fmt)
+    if use_cell_list and fmt in (partition.Sparse, partition.OrderedSparse):
+        cells = tuple(int(c) for c in cells_per_side)
+        neighbor_fn = CellListNeighbors(np.asarray(system.box_matrix, np.float64), cells, radius,
+                                        skin_A, fmt is partition.OrderedSparse, capacity_multiplier)
+        log.info("neighbor search: half-shell cell list, %d x %d x %d cells", *cells)
+    else:
+        neighbor_fn = partition.neighbor_list(
+            metric, box, cutoff_A, dr_threshold=skin_A,
+            capacity_multiplier=capacity_multiplier, disable_cell_list=not use_cell_list,
+            fractional_coordinates=system.cell is not None, format=fmt)
     return NeighborBuilder(neighbor_fn, n_atoms, fmt, use_cell_list, system.cell is not None, metric)
 
 

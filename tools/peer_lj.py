@@ -28,16 +28,23 @@ and the table reports the median and the range of atom-steps/s and the ratio
 of mdengine's median to each peer's.
 
 Threads: every run is pinned with ``taskset`` to cores 0 … threads − 1.
-mdengine additionally gets XLA's single-thread flags at one thread, LAMMPS
-runs one MPI rank with the OPENMP package (``-sf omp -pk omp N``), and OpenMM
-gets the CPU platform's ``Threads`` property. Each run's CPU time over wall
-time is recorded, which shows how many cores it really used.
+At one thread mdengine also gets XLA's single-thread flags. LAMMPS runs one
+MPI rank with the OPENMP package (``-sf omp -pk omp N``), or N MPI ranks with
+``--lammps-parallel mpi``. OpenMM gets the CPU platform's ``Threads``
+property. Each run's CPU time over wall time is recorded, which shows how
+many cores it really used. On jax 0.12 CPU, mdengine's chunk ran on one core
+with or without the XLA flags and the pinning.
+
+``--profile`` splits mdengine's step into force evaluation, neighbor-list
+check and rebuild instead, and ``--summarise FILE`` reprints the table of an
+earlier results file.
 
 The peers come from the separate environment that ``tools/peers/setup.sh``
 creates. Run this tool with mdengine's own interpreter::
 
     ./tools/peers/setup.sh
     .venv/bin/python tools/peer_lj.py --output runs/peer_lj/peer_lj.json
+    .venv/bin/python tools/peer_lj.py --profile --sizes 4000 --threads 1
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shlex
 import statistics
 import subprocess
@@ -143,7 +151,7 @@ def maxwell_boltzmann_nm_per_ps(n_atoms: int, seed: int):
 def worker_mdengine(cells: int, steps: int, work_dir: Path) -> None:
     """Compile one chunk of ``steps`` NVE steps, then time it on request.
 
-    Reads ``run`` or ``quit`` lines on stdin and answers each run with the
+    Reads ``run`` or ``quit`` lines on stdin. For each ``run`` it emits the
     wall time (s) and process CPU time (s) of one chunk from the lattice state.
     """
     import jax
@@ -165,7 +173,7 @@ def worker_mdengine(cells: int, steps: int, work_dir: Path) -> None:
     chunk_fn = make_chunk_fn(phase.integrator, simulation.system, steps,
                              spec.output.frame_stride, spec.output.thermo_stride)
     # NOTE: newer working trees add a ``frozen`` argument (a bool for one
-    # replica) to the chunk function; pass it when the signature asks for it.
+    # replica) to the chunk function; pass it when the signature has it.
     extra = ((jnp.asarray(False),) if "frozen" in inspect.signature(chunk_fn).parameters else ())
     chunk = jax.jit(chunk_fn)
     start = jnp.asarray(0, jnp.int32)
@@ -205,8 +213,100 @@ def worker_mdengine(cells: int, steps: int, work_dir: Path) -> None:
               * BOLTZMANN_EV_PER_K / EPSILON_EV})
 
 
+def worker_profile(cells: int, steps: int, work_dir: Path) -> None:
+    """Split mdengine's step on the benchmark into force evaluation, neighbor-list
+    check and rebuild, and integration; emit one record of times (ms).
+
+    A Python loop over a jitted single step replays ``steps`` steps from the
+    lattice and counts the neighbor-list rebuilds (a rebuild replaces the list's
+    reference positions). Each part is then timed on its own at the final state,
+    as the median of repeated calls to a jitted function.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mdengine.config import load_input
+    from mdengine.simulation import Simulation
+
+    input_path = work_dir / f"mdengine_lj_{4 * cells**3}.yaml"
+    input_path.write_text(mdengine_input_yaml(cells, steps, work_dir / "mdengine_output"))
+    spec = load_input(input_path)
+    simulation = Simulation(spec, input_path.parent, input_path=input_path)
+    phase = simulation.phases[-1]
+    kT = jnp.asarray(0.0, simulation.dtype)
+    state, neighbor = simulation.initial_state()
+    state = phase.integrator.init_fn(state, kT)
+    n_atoms = simulation.system.n_atoms
+
+    def step_fn(state, neighbor):
+        return phase.integrator.step_fn(state, neighbor, kT)
+
+    step = jax.jit(step_fn)
+    update_fn = simulation.neighbors.neighbor_fn.update
+
+    def timings(function, *args, calls=20):
+        """Median wall time (ms) of a call, with CPU time (ms), page faults and
+        XLA's temporary buffer size (MiB) per call, of the compiled ``function``."""
+        compiled = jax.jit(function).lower(*args).compile()
+        jax.block_until_ready(compiled(*args))
+        times = []
+        usage_before = resource.getrusage(resource.RUSAGE_SELF)
+        for _ in range(calls):
+            begin = time.perf_counter()
+            jax.block_until_ready(compiled(*args))
+            times.append(time.perf_counter() - begin)
+        usage_after = resource.getrusage(resource.RUSAGE_SELF)
+        analysis = compiled.memory_analysis()
+        return {"wall_ms": 1000 * statistics.median(times),
+                "user_ms": 1000 * (usage_after.ru_utime - usage_before.ru_utime) / calls,
+                "system_ms": 1000 * (usage_after.ru_stime - usage_before.ru_stime) / calls,
+                "minor_page_faults": (usage_after.ru_minflt - usage_before.ru_minflt) / calls,
+                "xla_temp_MiB": None if analysis is None else analysis.temp_size_in_bytes / 2**20}
+
+    def replay(state, neighbor):
+        rebuilds = 0
+        begin = time.perf_counter()
+        for _ in range(steps):
+            new_state, new_neighbor = step(state, neighbor)
+            if not np.array_equal(np.asarray(new_neighbor.reference_position),
+                                  np.asarray(neighbor.reference_position)):
+                rebuilds += 1
+            state, neighbor = new_state, new_neighbor
+        return state, neighbor, rebuilds, 1000 * (time.perf_counter() - begin) / steps
+
+    # The list is sized for the lattice. As the crystal melts it may overflow;
+    # then it is reallocated larger, as a run would, and the replay starts again.
+    initial_state, initial_neighbor = state, neighbor
+    for _ in range(3):
+        state, neighbor, rebuilds, loop_ms = replay(initial_state, initial_neighbor)
+        if not bool(neighbor.did_buffer_overflow):
+            break
+        initial_neighbor = simulation.neighbors.grow(initial_state.position, initial_neighbor)
+    else:
+        raise RuntimeError("the neighbor list still overflows after two reallocations")
+
+    # Shift the reference positions by a quarter cell so the update must rebuild.
+    # The single step is timed on a list just rebuilt at the current positions,
+    # so that it does not rebuild inside.
+    stale = neighbor.set(reference_position=neighbor.reference_position + 0.25)
+    neighbor = jax.jit(update_fn)(state.position, stale)
+    pairs = int(jnp.sum(neighbor.idx[0] < n_atoms))
+    record = {
+        "atoms": n_atoms, "steps": steps, "rebuilds": rebuilds,
+        "neighbor_slots": int(neighbor.idx.shape[-1]), "neighbor_pairs": pairs,
+        "cell_list_capacity": int(neighbor.cell_list_capacity or 0),
+        "loop_step_ms": loop_ms,
+        "step": timings(step_fn, state, neighbor),
+        "force": timings(simulation.energy_and_force, state.position, neighbor),
+        "update_check": timings(update_fn, state.position, neighbor),
+        "rebuild": timings(update_fn, state.position, stale),
+    }
+    emit(record)
+
+
 def mdengine_input_yaml(cells: int, steps: int, output_dir: Path) -> str:
-    """The benchmark as an mdengine input in argon units (Å, eV, fs, K)."""
+    """Return the benchmark as an mdengine input in argon units (Å, eV, fs, K)."""
     import yaml
     spec = {
         "system": {
@@ -301,7 +401,7 @@ def worker_probe() -> None:
 
 
 def lammps_input(cells: int, steps: int) -> str:
-    """The benchmark as a LAMMPS input in reduced (``units lj``) settings."""
+    """Return the benchmark as a LAMMPS input in reduced (``units lj``) settings."""
     return f"""# LJ benchmark settings, written by tools/peer_lj.py
 units           lj
 atom_style      atomic
@@ -323,7 +423,7 @@ run             {steps}
 
 
 def parse_lammps_log(text: str) -> dict:
-    """Loop time (s), neighbor-list builds, CPU use (%) and final T* from a LAMMPS log."""
+    """Parse the loop time (s), neighbor-list builds, CPU use (%) and final T* from a LAMMPS log."""
     loop = re.search(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps with (\d+) atoms",
                      text)
     if loop is None:
@@ -346,15 +446,26 @@ def parse_lammps_log(text: str) -> dict:
             "final_temperature": temperature}
 
 
-def run_lammps(cells: int, steps: int, threads: int, work_dir: Path, tag: str) -> dict:
-    """Run LAMMPS once on one MPI rank with ``threads`` OpenMP threads; return the parsed log."""
+def run_lammps(cells: int, steps: int, threads: int, work_dir: Path, tag: str,
+               parallel: str) -> dict:
+    """Run LAMMPS once and return the parsed log.
+
+    ``parallel`` is ``omp`` (one MPI rank with ``threads`` OpenMP threads of the
+    OPENMP package) or ``mpi`` (``threads`` MPI ranks of plain LAMMPS, started
+    with the mpich wheel's ``mpiexec``).
+    """
     input_path = work_dir / f"lammps_lj_{4 * cells**3}_{steps}.in"
     input_path.write_text(lammps_input(cells, steps))
-    log_path = work_dir / f"lammps_{tag}.log"
-    command = (pin_prefix(threads)
-               + [str(LAMMPS_EXECUTABLE), "-in", str(input_path), "-log", str(log_path),
-                  "-screen", "none", "-nocite", "-sf", "omp", "-pk", "omp", str(threads)])
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), LD_LIBRARY_PATH=peer_library_path())
+    log_path = work_dir / f"lammps_{parallel}_{tag}.log"
+    arguments = [str(LAMMPS_EXECUTABLE), "-in", str(input_path), "-log", str(log_path),
+                 "-screen", "none", "-nocite"]
+    if parallel == "omp":
+        command = pin_prefix(threads) + arguments + ["-sf", "omp", "-pk", "omp", str(threads)]
+        omp_threads = threads
+    else:
+        command = pin_prefix(threads) + [str(PEER_VENV / "bin" / "mpiexec"), "-n", str(threads)] + arguments
+        omp_threads = 1
+    env = dict(os.environ, OMP_NUM_THREADS=str(omp_threads), LD_LIBRARY_PATH=peer_library_path())
     completed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"LAMMPS failed with exit status {completed.returncode}: "
@@ -377,7 +488,7 @@ def peer_library_path() -> str:
 
 
 class Worker:
-    """A long-lived engine process that answers ``run`` lines with timings."""
+    """A long-lived engine process that times one run per ``run`` line on its stdin."""
 
     def __init__(self, engine: str, command: list[str], env: dict, log_path: Path):
         self.engine = engine
@@ -418,7 +529,7 @@ class Worker:
 
 
 def start_mdengine(cells: int, steps: int, threads: int, work_dir: Path,
-                   source: Path | None) -> Worker:
+                   source: Path | None, mode: str = "mdengine") -> Worker:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), JAX_PLATFORMS="cpu")
     if source is not None:
         # Import mdengine from this folder (for example a snapshot of a commit)
@@ -426,10 +537,10 @@ def start_mdengine(cells: int, steps: int, threads: int, work_dir: Path,
         env["PYTHONPATH"] = str(source) + (f":{env['PYTHONPATH']}" if env.get("PYTHONPATH") else "")
     if threads == 1:
         env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    command = pin_prefix(threads) + [sys.executable, str(Path(__file__).resolve()), "--worker", "mdengine",
+    command = pin_prefix(threads) + [sys.executable, str(Path(__file__).resolve()), "--worker", mode,
                                      "--cells", str(cells), "--worker-steps", str(steps),
                                      "--work-dir", str(work_dir)]
-    return Worker("mdengine", command, env, work_dir / f"mdengine_{4 * cells**3}_{threads}t.log")
+    return Worker(mode, command, env, work_dir / f"{mode}_{4 * cells**3}_{threads}t.log")
 
 
 def start_openmm(cells: int, steps: int, threads: int, work_dir: Path) -> Worker:
@@ -452,7 +563,7 @@ def probe_peers(work_dir: Path) -> dict:
 
 
 def measure_setting(atoms: int, threads: int, steps: int, repeats: int, engines: list[str],
-                    work_dir: Path, mdengine_source: Path | None) -> list[dict]:
+                    work_dir: Path, mdengine_source: Path | None, lammps_parallel: str) -> list[dict]:
     """Time every engine ``repeats`` times at one size and thread count, taking turns."""
     cells = fcc_cells(atoms)
     records = []
@@ -470,14 +581,17 @@ def measure_setting(atoms: int, threads: int, steps: int, repeats: int, engines:
             log.info("%d atoms, %d thread(s): OpenMM context ready with %s thread(s)",
                      atoms, threads, ready["threads"])
         if "lammps" in engines:
-            run_lammps(cells, min(steps, 20), threads, work_dir, f"{atoms}_{threads}t_warmup")
+            run_lammps(cells, min(steps, 20), threads, work_dir, f"{atoms}_{threads}t_warmup",
+                       lammps_parallel)
 
         for repeat in range(repeats):
             # Rotate the order so that no engine always runs first.
             order = engines[repeat % len(engines):] + engines[:repeat % len(engines)]
             for engine in order:
                 if engine == "lammps":
-                    result = run_lammps(cells, steps, threads, work_dir, f"{atoms}_{threads}t_{repeat}")
+                    result = run_lammps(cells, steps, threads, work_dir,
+                                        f"{atoms}_{threads}t_{repeat}", lammps_parallel)
+                    # LAMMPS reports CPU use per MPI task and OpenMP thread.
                     cpu_ratio = (result["cpu_percent"] or float("nan")) / 100 * threads
                 else:
                     result = workers[engine].run()
@@ -498,38 +612,88 @@ def measure_setting(atoms: int, threads: int, steps: int, repeats: int, engines:
     return records
 
 
+def profile(atoms: int, threads: int, steps: int, work_dir: Path, source: Path | None,
+            output: Path) -> int:
+    """Run the profile worker pinned like a benchmark run, then print and save its record."""
+    worker = start_mdengine(fcc_cells(atoms), steps, threads, work_dir, source, mode="profile")
+    try:
+        record = worker.read_result()
+    finally:
+        worker.close()
+    record.update(threads=threads, date=date.today().isoformat(),
+                  command=shlex.join([Path(sys.executable).name] + sys.argv),
+                  machine=machine_description(), versions=mdengine_versions())
+    output.write_text(json.dumps(record, indent=2) + "\n")
+    fraction = record["rebuilds"] / record["steps"]
+    print(f"{atoms:,} atoms, {threads} thread(s), {steps} steps from the lattice: "
+          f"{record['rebuilds']} neighbor-list rebuilds")
+    print(f"neighbor list: {record['neighbor_slots']:,} slots for {record['neighbor_pairs']:,} pairs, "
+          f"cell capacity {record['cell_list_capacity']} atoms")
+    print(f"{'per call':34s} {'wall ms':>8s} {'user ms':>8s} {'sys ms':>8s} {'faults':>8s} {'XLA temp MiB':>13s}")
+    for key, label in (("step", "jitted single step (no rebuild)"), ("force", "  force evaluation"),
+                       ("update_check", "  neighbor-list check, no rebuild"),
+                       ("rebuild", "neighbor-list rebuild")):
+        part = record[key]
+        print(f"{label:34s} {part['wall_ms']:8.2f} {part['user_ms']:8.2f} {part['system_ms']:8.2f} "
+              f"{part['minor_page_faults']:8.0f} {part['xla_temp_MiB'] or float('nan'):13.1f}")
+    rebuild = record["rebuild"]
+    print(f"rebuild CPU time per step: {(rebuild['user_ms'] + rebuild['system_ms']) * fraction:.2f} ms "
+          f"({record['rebuilds']} rebuilds in {record['steps']} steps)")
+    print(f"Python loop of single steps: {record['loop_step_ms']:.2f} ms per step")
+    print(f"results in {output}")
+    return 0
+
+
 def summarise(records: list[dict]) -> list[dict]:
-    """Median and range of atom-steps/s per (atoms, threads, engine), with ratios."""
-    groups: dict[tuple, list[float]] = {}
+    """Median and range of atom-steps/s per (atoms, threads, engine), with ratios.
+
+    Besides wall-clock rates, each row has the median atom-steps per CPU second
+    (wall rate divided by CPU time over wall time). On a shared machine it is
+    less affected by other processes, but it does not credit parallel speed-up.
+    """
+    groups: dict[tuple, list[dict]] = {}
     for record in records:
         key = (record["atoms"], record["threads"], record["engine"])
-        groups.setdefault(key, []).append(record["atom_steps_per_s"])
+        groups.setdefault(key, []).append(record)
     rows = []
-    for (atoms, threads, engine), rates in sorted(groups.items()):
+    for (atoms, threads, engine), group in sorted(groups.items()):
+        rates = [record["atom_steps_per_s"] for record in group]
+        cpu_rates = [record["atom_steps_per_s"] / record["cpu_over_wall"] for record in group]
         rows.append({"atoms": atoms, "threads": threads, "engine": engine, "runs": len(rates),
                      "median_atom_steps_per_s": statistics.median(rates),
-                     "min_atom_steps_per_s": min(rates), "max_atom_steps_per_s": max(rates)})
-    medians = {(r["atoms"], r["threads"], r["engine"]): r["median_atom_steps_per_s"] for r in rows}
+                     "min_atom_steps_per_s": min(rates), "max_atom_steps_per_s": max(rates),
+                     "median_atom_steps_per_cpu_s": statistics.median(cpu_rates),
+                     "median_cpu_over_wall": statistics.median(r["cpu_over_wall"] for r in group)})
+    by_key = {(r["atoms"], r["threads"], r["engine"]): r for r in rows}
     for row in rows:
-        own = medians.get((row["atoms"], row["threads"], "mdengine"))
-        row["mdengine_over_engine"] = None if own is None else own / row["median_atom_steps_per_s"]
+        own = by_key.get((row["atoms"], row["threads"], "mdengine"))
+        row["mdengine_over_engine"] = (None if own is None else
+                                       own["median_atom_steps_per_s"] / row["median_atom_steps_per_s"])
+        row["mdengine_over_engine_per_cpu_s"] = (
+            None if own is None else
+            own["median_atom_steps_per_cpu_s"] / row["median_atom_steps_per_cpu_s"])
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| atoms | threads | engine | median atom-steps/s | range | mdengine / engine |",
-             "|---:|---:|---|---:|---|---:|"]
+    lines = ["| atoms | threads | engine | median atom-steps/s | range | mdengine / engine | "
+             "CPU/wall | atom-steps per CPU-s | mdengine / engine per CPU-s |",
+             "|---:|---:|---|---:|---|---:|---:|---:|---:|"]
     for row in rows:
-        ratio = row["mdengine_over_engine"]
+        peer = row["engine"] != "mdengine" and row["mdengine_over_engine"] is not None
+        ratio = f"{row['mdengine_over_engine']:.2f}" if peer else ""
+        cpu_ratio = f"{row['mdengine_over_engine_per_cpu_s']:.2f}" if peer else ""
         lines.append(f"| {row['atoms']:,} | {row['threads']} | {row['engine']} | "
                      f"{row['median_atom_steps_per_s']:.3g} | {row['min_atom_steps_per_s']:.3g}–"
-                     f"{row['max_atom_steps_per_s']:.3g} | "
-                     + ("" if row["engine"] == "mdengine" or ratio is None else f"{ratio:.2f}") + " |")
+                     f"{row['max_atom_steps_per_s']:.3g} | {ratio} | "
+                     f"{row['median_cpu_over_wall']:.2f} | {row['median_atom_steps_per_cpu_s']:.3g} | "
+                     f"{cpu_ratio} |")
     return "\n".join(lines)
 
 
 def target_lines(rows: list[dict]) -> list[str]:
-    """One line per (atoms, threads): is mdengine at least half of LAMMPS's rate?"""
+    """Return one line per (atoms, threads) reporting whether mdengine reaches
+    ``TARGET_FRACTION_OF_LAMMPS`` of LAMMPS's atom-steps/s."""
     lines = []
     for row in rows:
         if row["engine"] != "lammps" or row["mdengine_over_engine"] is None:
@@ -585,18 +749,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine (default: 3)")
     parser.add_argument("--steps", type=int, default=None,
                         help="MD steps per timed run (default: 2,000,000 / atoms, at least 200)")
+
     parser.add_argument("--engines", default=",".join(ENGINES),
                         help=f"engines to run (default: {','.join(ENGINES)})")
+
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "peer_lj",
                         help="folder for inputs, logs and engine outputs (default: runs/peer_lj)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON results file (default: WORK_DIR/peer_lj.json)")
+    parser.add_argument("--lammps-parallel", choices=("omp", "mpi"), default="omp",
+                        help="LAMMPS threads: 'omp' runs one MPI rank with the OPENMP package "
+                             "(-sf omp -pk omp N), 'mpi' runs N MPI ranks (default: omp)")
     parser.add_argument("--mdengine-source", type=Path, default=None,
                         help="folder containing the mdengine package to import, e.g. a snapshot "
                              "made with 'git archive'; default: the installed mdengine")
+    parser.add_argument("--summarise", type=Path, default=None, metavar="JSON",
+                        help="print the table of an earlier results file and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
     # Internal: the worker processes started by the driver.
-    parser.add_argument("--worker", choices=("mdengine", "openmm", "probe"), help=argparse.SUPPRESS)
+
+    parser.add_argument("--profile", action="store_true",
+                        help="in place of the comparison, split mdengine's step at the first size "
+                             "and thread count into force, neighbor-list check, rebuild and the rest")
+    parser.add_argument("--worker", choices=("mdengine", "openmm", "probe", "profile"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--cells", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--worker-steps", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -613,8 +790,22 @@ def main(argv=None) -> int:
     if args.worker == "mdengine":
         worker_mdengine(args.cells, args.worker_steps, args.work_dir)
         return 0
+    if args.worker == "profile":
+        worker_profile(args.cells, args.worker_steps, args.work_dir)
+        return 0
     if args.worker == "openmm":
         worker_openmm(args.cells, args.worker_steps, int(args.threads), min(args.worker_steps, 20))
+        return 0
+
+    if args.summarise is not None:
+        try:
+            report = json.loads(args.summarise.read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"error: --summarise: cannot read {args.summarise}: {err}") from None
+        rows = summarise(report["runs"])
+        print(format_table(rows))
+        for line in target_lines(rows):
+            print(line)
         return 0
 
     sizes = parse_int_list(args.sizes, "--sizes")
@@ -642,6 +833,10 @@ def main(argv=None) -> int:
 
     work_dir = args.work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
+    if args.profile:
+        steps = args.steps or default_steps(sizes[0])
+        return profile(sizes[0], threads_list[0], steps, work_dir, args.mdengine_source,
+                       args.output or work_dir / "profile.json")
     output = args.output or work_dir / "peer_lj.json"
     if args.mdengine_source is not None and not (args.mdengine_source / "mdengine").is_dir():
         raise SystemExit(f"error: --mdengine-source: {args.mdengine_source} contains no mdengine "
@@ -649,9 +844,10 @@ def main(argv=None) -> int:
     versions = {"mdengine_env": mdengine_versions()}
     if peers_needed:
         versions["peer_env"] = probe_peers(work_dir)
-        if "lammps" in engines and not versions["peer_env"]["lammps_openmp"]:
-            raise SystemExit("error: this LAMMPS build lacks the OPENMP package, which the thread "
-                             "settings here rely on")
+        if ("lammps" in engines and args.lammps_parallel == "omp"
+                and not versions["peer_env"]["lammps_openmp"]):
+            raise SystemExit("error: this LAMMPS build lacks the OPENMP package; "
+                             "use --lammps-parallel mpi")
     log.info("versions: %s", json.dumps(versions))
 
     records = []
@@ -660,7 +856,7 @@ def main(argv=None) -> int:
         steps = args.steps or default_steps(atoms)
         for threads in threads_list:
             records += measure_setting(atoms, threads, steps, args.repeats, engines, work_dir,
-                                       args.mdengine_source)
+                                       args.mdengine_source, args.lammps_parallel)
     rows = summarise(records)
 
     report = {
@@ -673,7 +869,8 @@ def main(argv=None) -> int:
                      "epsilon_eV": EPSILON_EV, "mass_amu": MASS_AMU, "tau_fs": TAU_FS,
                      "timestep_fs": TIMESTEP_FS, "temperature_K": TEMPERATURE_K,
                      "lattice_constant_A": LATTICE_CONSTANT_A, "mdengine_precision": "float32",
-                     "lammps_parallel": "1 MPI rank, OPENMP package (-sf omp -pk omp N)",
+                     "lammps_parallel": ("1 MPI rank, OPENMP package (-sf omp -pk omp N)"
+                                         if args.lammps_parallel == "omp" else "N MPI ranks"),
                      "pinning": "taskset -c 0..threads-1 for every engine",
                      "mdengine_single_thread_flags": "XLA_FLAGS=--xla_cpu_multi_thread_eigen=false "
                                                      "intra_op_parallelism_threads=1"},

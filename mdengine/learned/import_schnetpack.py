@@ -58,6 +58,9 @@ def read_source(path: Path) -> tuple[dict, dict, list[dict]]:
             return schnetpack_format.read_export(path)
         except ValueError as err:
             raise InputError(str(err)) from None
+    # NOTE: this direct path has not been run, because mdengine's .venv cannot install the
+    # torch build available here. schnetpack 2.0.x also fails to import under torch 2.13
+    # without the T_co alias that tools/peers/export_schnetpack.py sets first.
     try:
         import torch
     except ImportError:
@@ -114,7 +117,7 @@ def _dense(arrays: dict, prefix: str) -> dict:
 
 
 def build_spec(settings: dict, arrays: dict, length_A: float) -> SchNetSpec:
-    """The :class:`SchNetSpec` that reproduces the exported model, lengths in Å."""
+    """Build the :class:`SchNetSpec` that reproduces the exported model, lengths in Å."""
     widths = tuple(settings["readout_widths"])
     return SchNetSpec(
         architecture="schnet",
@@ -134,7 +137,7 @@ def build_spec(settings: dict, arrays: dict, length_A: float) -> SchNetSpec:
 
 
 def build_params(settings: dict, arrays: dict, numbers: list[int]) -> dict:
-    """The flax parameter tree of the imported model (the export's dtype)."""
+    """Build the flax parameter tree of the imported model (in the export's dtype)."""
     params = {"embedding": {"embedding": np.asarray(arrays["embedding"])[numbers]}}
     for block in range(settings["n_interactions"]):
         prefix = f"interaction_{block}"
@@ -204,15 +207,15 @@ def import_model(source: Path, output: Path, species: list[str] | None = None,
                                 "postprocessors", "energy_key", "force_key") if key in settings},
                 "energy_unit": energy_unit, "length_unit": length_unit}
     model = new_model(spec, chosen, shift_eV, scale_eV, params=params, training=training)
+    report = compare_references(model, references, energy_eV, length_A) if references else {}
+    if report and report["max_relative_error"] > REFERENCE_TOLERANCE:
+        raise InputError(f"{source}: the imported model disagrees with the reference energies "
+                         f"and forces stored in the export (max relative error "
+                         f"{report['max_relative_error']:.2e} > {REFERENCE_TOLERANCE:g}); check "
+                         f"--energy-unit and --length-unit; nothing was written to {output}")
     save_model(output, model)
     loaded = load_model(output)   # checks the parameter tree against the architecture
     log.info("%s: imported %s (%d species)", output, source, len(chosen))
-
-    report = compare_references(loaded, references, energy_eV, length_A) if references else {}
-    if report and report["max_relative_error"] > REFERENCE_TOLERANCE:
-        raise InputError(f"{source}: the imported model in {output} disagrees with the reference "
-                         f"energies and forces stored in the export (max relative error "
-                         f"{report['max_relative_error']:.2e} > {REFERENCE_TOLERANCE:g})")
     return loaded, report
 
 
@@ -249,7 +252,7 @@ def predict(model, structures, dtype_name: str = "float64") -> tuple[np.ndarray,
     dtype = jnp.float64 if dtype_name == "float64" else jnp.float32
     missing = sorted({e for s in structures for e in s.elements} - set(model.species))
     if missing:
-        raise InputError(f"{model.path}: the model has no {', '.join(missing)}; import with "
+        raise InputError(f"the imported model has no {', '.join(missing)}; import with "
                          "--species covering every element")
     graphs = make_graphs(structures, model.species, model.cutoff_A)
     capacity = batch_capacity(graphs, 1)

