@@ -5,7 +5,7 @@ leading axis of length R. One chunk function, vmapped over that axis, runs
 them all; the axis is sharded over the visible JAX devices with a
 one-dimensional mesh, so each device advances R / D replicas and the only
 communication is the shared neighbor-list rebuild check (one integer per
-replica per step).
+replica per step). When it fires, every replica rebuilds its own list.
 """
 
 from __future__ import annotations
