@@ -166,7 +166,9 @@ def cmd_run(args) -> int:
 
 def cmd_stability(args) -> int:
     from mdengine.config import InputError, load_input
-    from mdengine.stability import STABILITY_JSON, StabilityOptions, format_table, run_study
+    from mdengine.stability import (STABILITY_JSON, StabilityOptions, format_table, run_study,
+                                    study_spec)
+    from mdengine.simulation import Simulation
     spec = load_input(args.input)
     output_dir = args.output_dir or Path(spec.output.directory + "-stability")
     if (output_dir / STABILITY_JSON).exists() and not args.overwrite:
@@ -175,6 +177,8 @@ def cmd_stability(args) -> int:
                                args.rdf_threshold, args.rdf_reference_ps, args.rdf_reference,
                                args.temperature_factor)
     options.validate()
+    # Check the input and --time-ps completely before anything is written.
+    Simulation(study_spec(spec, options, output_dir), args.input.parent)
     output_dir.mkdir(parents=True, exist_ok=True)
     _add_file_log(output_dir)
     report = run_study(spec, args.input.parent, options, output_dir, input_path=args.input.resolve())

@@ -99,3 +99,15 @@ def test_bad_options_are_refused(tmp_path):
     with pytest.raises(InputError, match="--check"):
         run_study(spec, REPO, StabilityOptions(replicas=2, time_ps=1.0, check="maybe"), tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_cli_rejects_a_time_inside_equilibration(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "study"
+    done = subprocess.run([sys.executable, "-m", "mdengine.cli", "stability", "inputs/argon.yaml",
+                           "--time-ps", "0.5", "--output-dir", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "--time-ps: 0.5 ps ends inside the equilibration" in done.stderr
+    assert not out.exists()
