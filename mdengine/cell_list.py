@@ -49,6 +49,7 @@ class CellListNeighbors:
     skin_A: float
     ordered: bool                      # OrderedSparse (each pair once) or Sparse (both directions)
     capacity_multiplier: float
+    block_atoms: int = 16384           # atoms whose candidates are searched at once
 
     @property
     def format(self):
@@ -88,42 +89,67 @@ class CellListNeighbors:
         members = order[jnp.minimum(start[:, None] + slot[None, :], n - 1)]
         return jnp.where(slot[None, :] < occupancy[:, None], members, n), occupancy
 
-    def _pairs(self, position, cell_capacity: int):
-        """Candidate partners ``[N, 14 M]`` and the mask of those within the radius."""
+    def _pairs(self, position, table, atoms, cell_capacity: int):
+        """Candidate partners ``[B, 14 M]`` of ``atoms`` ``[B]`` (N = padding) and the
+        mask of those within the radius."""
         n = position.shape[0]
-        table, occupancy = self._cell_table(position, cell_capacity)
+        atom = jnp.minimum(atoms, n - 1)
         counts = jnp.asarray(self.cells, jnp.int32)
-        neighbor_cells = self._hash((self._cell_of(position)[:, None, :] + HALF_SHELL[None]) % counts)
-        partner = table[neighbor_cells].reshape(n, -1)
-        atom = jnp.arange(n, dtype=jnp.int32)[:, None]
+        own = self._cell_of(position[atom])
+        neighbor_cells = self._hash((own[:, None, :] + HALF_SHELL[None]) % counts)
+        partner = table[neighbor_cells].reshape(atoms.shape[0], -1)
         own_cell = (jnp.arange(partner.shape[1]) < cell_capacity)[None, :]
-        valid = (partner < n) & jnp.where(own_cell, partner < atom, True)
-        r2 = self._square_distance(position[:, None, :], position[jnp.minimum(partner, n - 1)])
-        return partner, valid & (r2 < self.radius_A**2), jnp.max(occupancy)
+        valid = (partner < n) & (atoms < n)[:, None] & jnp.where(own_cell, partner < atoms[:, None], True)
+        r2 = self._square_distance(position[atom][:, None, :], position[jnp.minimum(partner, n - 1)])
+        return partner, valid & (r2 < self.radius_A**2)
+
+    def _blocks(self, n: int) -> tuple[int, int]:
+        """``(atoms per block, blocks)``: the search runs on blocks of atoms so that
+        its candidate arrays stay bounded for large systems."""
+        size = min(n, self.block_atoms)
+        return size, -(-n // size)
 
     def _build(self, position, cell_capacity: int, capacity: int):
-        """``(idx [2, capacity], pairs needed, largest cell occupancy)``."""
+        """``(idx [2, capacity], pairs needed, largest cell occupancy)``.
+
+        Two passes over the blocks: the first counts each atom's pairs, which
+        fixes where each atom's pairs go; the second writes them.
+        """
         n = position.shape[0]
-        partner, mask, largest = self._pairs(position, cell_capacity)
-        atom = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], partner.shape)
-        per_atom = jnp.sum(mask, axis=1, dtype=jnp.int32)
+        table, occupancy = self._cell_table(position, cell_capacity)
+        size, blocks = self._blocks(n)
+        atom_blocks = jnp.arange(size * blocks, dtype=jnp.int32).reshape(blocks, size)
+        atom_blocks = jnp.where(atom_blocks < n, atom_blocks, n)
+
+        def count(atoms):
+            return jnp.sum(self._pairs(position, table, atoms, cell_capacity)[1], axis=1, dtype=jnp.int32)
+
+        per_atom = lax.map(count, atom_blocks).reshape(-1)
         found = jnp.sum(per_atom)
-        first = jnp.cumsum(per_atom) - per_atom
-        slot = first[:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
-        low, high = jnp.minimum(atom, partner), jnp.maximum(atom, partner)
+        first = (jnp.cumsum(per_atom) - per_atom).reshape(blocks, size)
         drop = jnp.int32(capacity)
-        receivers = jnp.full((capacity,), n, jnp.int32)
-        senders = jnp.full((capacity,), n, jnp.int32)
-        where = jnp.where(mask, slot, drop)
-        receivers = receivers.at[where].set(low, mode="drop")
-        senders = senders.at[where].set(high, mode="drop")
-        if self.ordered:
-            return jnp.stack([receivers, senders]), found, largest
-        # Sparse: the reversed pairs follow the first copy.
-        where = jnp.where(mask, slot + found, drop)
-        receivers = receivers.at[where].set(high, mode="drop")
-        senders = senders.at[where].set(low, mode="drop")
-        return jnp.stack([receivers, senders]), 2 * found, largest
+
+        def write(k, lists):
+            receivers, senders = lists
+            atoms = atom_blocks[k]
+            partner, mask = self._pairs(position, table, atoms, cell_capacity)
+            slot = first[k][:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+            low = jnp.minimum(atoms[:, None], partner)
+            high = jnp.maximum(atoms[:, None], partner)
+            where = jnp.where(mask, slot, drop)
+            receivers = receivers.at[where].set(low, mode="drop")
+            senders = senders.at[where].set(high, mode="drop")
+            if not self.ordered:
+                # Sparse: the reversed pairs follow the first copy.
+                where = jnp.where(mask, slot + found, drop)
+                receivers = receivers.at[where].set(high, mode="drop")
+                senders = senders.at[where].set(low, mode="drop")
+            return receivers, senders
+
+        empty = jnp.full((capacity,), n, jnp.int32)
+        receivers, senders = lax.fori_loop(0, blocks, write, (empty, empty))
+        needed = found if self.ordered else 2 * found
+        return jnp.stack([receivers, senders]), needed, jnp.max(occupancy)
 
     def _neighbor_list(self, position, cell_capacity: int, capacity: int) -> partition.NeighborList:
         idx, needed, largest = self._build(position, cell_capacity, capacity)

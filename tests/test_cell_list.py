@@ -53,16 +53,18 @@ def atoms():
     return rng.uniform(0.0, 1.0, size=(700, 3))
 
 
-def builder(ordered, skin=1.0):
+def builder(ordered, skin=1.0, block_atoms=16384):
     cells = tuple(int(c) for c in np.floor(heights(BOX) / (RADIUS + skin)))
     assert min(cells) >= 3
-    return CellListNeighbors(BOX, cells, RADIUS + skin, skin, ordered, 1.25)
+    return CellListNeighbors(BOX, cells, RADIUS + skin, skin, ordered, 1.25, block_atoms)
 
 
+# 700 atoms in one block, or in blocks of 128 (the last one padded).
+@pytest.mark.parametrize("block_atoms", [16384, 128])
 @pytest.mark.parametrize("ordered", [True, False])
-def test_pairs_equal_brute_force_in_a_triclinic_cell(atoms, ordered):
+def test_pairs_equal_brute_force_in_a_triclinic_cell(atoms, ordered, block_atoms):
     expected = brute_force_pairs(atoms, BOX, RADIUS + 1.0)
-    neighbors = builder(ordered).allocate(jnp.asarray(atoms))
+    neighbors = builder(ordered, block_atoms=block_atoms).allocate(jnp.asarray(atoms))
     assert not bool(neighbors.did_buffer_overflow)
     pairs = listed_pairs(neighbors, len(atoms))
     if ordered:
