@@ -64,6 +64,9 @@ class SystemSpec(Strict):
         None, description="Box edge lengths (Å) or 3x3 lattice vectors as rows (Å); "
                           "overrides the box of the structure file.")
     periodic: bool = Field(True, description="false for free (non-periodic) boundaries.")
+    replica_frames: bool = Field(
+        False, description="With run.replicas R > 1, replica r starts from frame r + 1 of the "
+                           "structure file; every frame needs the same atoms and cell.")
     masses_amu: dict[str, PositiveFloat] = Field(
         default_factory=dict, description="Per-element mass overrides (amu).")
 
@@ -71,6 +74,8 @@ class SystemSpec(Strict):
     def _one_source(self):
         if (self.structure is None) == (self.lattice is None):
             raise ValueError("give exactly one of 'structure' and 'lattice'")
+        if self.replica_frames and self.structure is None:
+            raise ValueError("replica_frames needs a multi-frame 'structure' file")
         if self.structure is not None and not self.structure.lower().endswith(STRUCTURE_EXTENSIONS):
             raise ValueError(f"structure file {self.structure!r} has an unsupported extension; "
                              f"use one of {', '.join(STRUCTURE_EXTENSIONS)}")

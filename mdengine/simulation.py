@@ -257,11 +257,19 @@ class Simulation:
         """Starting coordinates of each replica: a lattice displaced at random is drawn
         with the replica's own seed (seed + r), as its single run would draw it."""
         lattice = self.spec.system.lattice
-        if not own_system or lattice is None or lattice.displacement_A == 0:
+        frames = self.spec.system.replica_frames
+        self._replica_velocities = [self.system.velocities] * self.replicas
+        if not own_system or not (frames or (lattice is not None and lattice.displacement_A > 0)):
             return [coordinates] * self.replicas
         result = [coordinates]
         for r in range(1, self.replicas):
-            system = build_system(self.spec.system, base_dir, self.spec.seed + r)
+            system = build_system(self.spec.system, base_dir, self.spec.seed + r, frame=r if frames else 0)
+            if frames and (system.elements != self.system.elements
+                           or not np.allclose(system.cell if system.cell is not None else 0,
+                                              self.system.cell if self.system.cell is not None else 0)):
+                raise InputError(f"{system.source}: frame {r + 1} has other atoms or another cell than "
+                                 "frame 1; system.replica_frames needs the same atoms and cell in every frame")
+            self._replica_velocities[r] = system.velocities
             result.append(nbr.make_space(system, self.dtype)[2])
         return result
 
@@ -288,17 +296,18 @@ class Simulation:
 
     # ------------------------------------------------------------ initial state
 
-    def initial_velocities(self, key) -> jax.Array:
-        """``[N, 3]`` initial velocities (Å / internal time unit)."""
+    def initial_velocities(self, key, replica: int = 0) -> jax.Array:
+        """``[N, 3]`` initial velocities (Å / internal time unit) of replica ``replica``."""
         spec, system = self.spec, self.system
         mass = jnp.asarray(system.masses, self.dtype)[:, None]
         if spec.velocities.source == "zero":
             return jnp.zeros((system.n_atoms, 3), self.dtype)
         if spec.velocities.source == "structure":
-            if system.velocities is None:
+            velocities = self._replica_velocities[replica]
+            if velocities is None:
                 raise InputError(f"velocities.source: {system.source} has no velocity columns "
                                  "(extended XYZ 'vel:R:3', Å/fs)")
-            return jnp.asarray(system.velocities * TIME_UNIT_FS, self.dtype)
+            return jnp.asarray(velocities * TIME_UNIT_FS, self.dtype)
 
         kT = kelvin_to_kT(spec.initial_temperature_K())
         velocity = jax.random.normal(key, (system.n_atoms, 3), self.dtype) * jnp.sqrt(kT / mass)
@@ -331,13 +340,13 @@ class Simulation:
         states = []
         for r, coordinates in enumerate(self._replica_coordinates):
             energy, force = energy_and_force(coordinates, replicas.take(batched, r))
-            states.append(self._state_for_seed(self.spec.seed + r, coordinates, energy, force))
+            states.append(self._state_for_seed(self.spec.seed + r, coordinates, energy, force, r))
         return self.place(replicas.stack(states)), self.place(batched)
 
-    def _state_for_seed(self, seed, coordinates, energy, force) -> MDState:
+    def _state_for_seed(self, seed, coordinates, energy, force, replica: int = 0) -> MDState:
         velocity_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
         mass = jnp.asarray(self.system.masses, self.dtype)[:, None]
-        return MDState(position=coordinates, velocity=self.initial_velocities(velocity_key),
+        return MDState(position=coordinates, velocity=self.initial_velocities(velocity_key, replica),
                        force=force, potential_energy=energy, mass=mass, rng=run_key,
                        heat=jnp.zeros((), self.dtype), thermostat=(),
                        image=jnp.zeros((self.system.n_atoms, 3), jnp.int32))

@@ -109,8 +109,10 @@ def upper_triangular_cell(cell: np.ndarray) -> np.ndarray:
     return np.array([[ax, 0, 0], [bx, by, 0], [cx, cy, cz]])
 
 
-def build_system(spec: SystemSpec, base_dir: Path, seed: int) -> System:
+def build_system(spec: SystemSpec, base_dir: Path, seed: int, frame: int = 0) -> System:
     """Build the system an input describes, with the box checked and atoms wrapped.
+
+    ``frame`` selects a frame of a multi-frame structure file (0 = the first).
 
     Raises:
       InputError: unreadable file, unknown element, missing or invalid box,
@@ -119,7 +121,7 @@ def build_system(spec: SystemSpec, base_dir: Path, seed: int) -> System:
     if spec.lattice is not None:
         system = make_lattice(spec.lattice, seed)
     else:
-        system = read_structure(base_dir / spec.structure)
+        system = read_structure(base_dir / spec.structure, frame)
 
     if spec.masses_amu:
         system = _override_masses(system, spec.masses_amu)
@@ -261,17 +263,21 @@ def _topology(elements: list[str]) -> mdtraj.Topology:
 # ---------------------------------------------------------------- files
 
 
-def read_structure(path: Path) -> System:
-    """Read a structure file: PDB and GRO through mdtraj, XYZ/extended XYZ directly."""
+def read_structure(path: Path, frame: int = 0) -> System:
+    """Read frame ``frame`` of a structure file: PDB and GRO through mdtraj, XYZ/extended XYZ directly."""
     if not path.is_file():
         raise InputError(f"system.structure: file {path.resolve()} not found")
     suffix = path.suffix.lower()
     if suffix in (".xyz", ".extxyz"):
-        return read_extxyz(path)
+        return read_extxyz(path, frame)
     try:
         traj = mdtraj.load(str(path))
     except Exception as err:   # mdtraj raises many types for malformed files
         raise InputError(f"{path}: cannot read structure: {err}") from None
+    if frame >= traj.n_frames:
+        raise InputError(f"{path}: has {traj.n_frames} frame(s), but frame {frame + 1} is needed "
+                         "(system.replica_frames: one frame per replica)")
+    traj = traj[frame]
     elements = []
     for atom in traj.topology.atoms:
         if atom.element is None or atom.element.symbol == "VS":
@@ -286,16 +292,25 @@ def read_structure(path: Path) -> System:
                   cell=cell, velocities=None, topology=traj.topology, source=str(path))
 
 
-def read_extxyz(path: Path) -> System:
-    """Read plain or extended XYZ (``Lattice="..."``, ``Properties=species:S:1:pos:R:3[:vel:R:3]``).
+def read_extxyz(path: Path, frame: int = 0) -> System:
+    """Read frame ``frame`` of plain or extended XYZ (``Lattice="..."``,
+    ``Properties=species:S:1:pos:R:3[:vel:R:3]``).
 
     Velocities, when present as a ``vel`` or ``velocities`` column, are in Å/fs.
     """
-    lines = path.read_text().splitlines()
-    try:
-        n_atoms = int(lines[0].split()[0])
-    except (IndexError, ValueError):
-        raise InputError(f"{path}: line 1: expected the number of atoms") from None
+    all_lines = path.read_text().splitlines()
+    start = 0
+    for index in range(frame + 1):
+        if start >= len(all_lines) or not all_lines[start].strip():
+            raise InputError(f"{path}: has {index} frame(s), but frame {frame + 1} is needed "
+                             "(system.replica_frames: one frame per replica)")
+        try:
+            n_atoms = int(all_lines[start].split()[0])
+        except (IndexError, ValueError):
+            raise InputError(f"{path}: line {start + 1}: expected the number of atoms") from None
+        if index < frame:
+            start += n_atoms + 2
+    lines = all_lines[start:]
     if len(lines) < n_atoms + 2:
         raise InputError(f"{path}: expected {n_atoms} atom lines after the comment line, "
                          f"found {max(len(lines) - 2, 0)}")
@@ -304,7 +319,7 @@ def read_extxyz(path: Path) -> System:
     columns = _property_columns(header.get("properties", "species:S:1:pos:R:3"), path)
     rows = [line.split() for line in lines[2:2 + n_atoms]]
     width = sum(n for _, n in columns.values())
-    for number, row in enumerate(rows, start=3):
+    for number, row in enumerate(rows, start=start + 3):
         if len(row) < width:
             raise InputError(f"{path}: line {number}: expected {width} columns, found {len(row)}")
 

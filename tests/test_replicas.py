@@ -160,3 +160,46 @@ def test_non_finite_replica_stops_a_plain_run_naming_it(tmp_path):
     thermo = read_thermo(tmp_path / "out/thermo.csv")
     assert thermo["step"].max() == bad_step - 1
     assert np.all(np.isfinite(thermo["potential_energy_eV"]))
+
+
+def write_frames(path, count, seed=3):
+    """``count`` frames of a 256-atom argon fcc box, each displaced differently (extended XYZ)."""
+    from mdengine.config import LatticeSpec
+    from mdengine.system import make_lattice
+    base = make_lattice(LatticeSpec(kind="fcc", element="Ar", lattice_constant_A=5.754,
+                                    repeats=(4, 4, 4)), 0)
+    rng = np.random.default_rng(seed)
+    lattice = " ".join(f"{v:.6f}" for v in base.cell.reshape(-1))
+    blocks = []
+    for _ in range(count):
+        positions = base.positions + rng.uniform(-0.2, 0.2, base.positions.shape)
+        lines = [f"Ar {x:.6f} {y:.6f} {z:.6f}" for x, y, z in positions]
+        blocks.append(f"{len(lines)}\nLattice=\"{lattice}\" Properties=species:S:1:pos:R:3\n"
+                      + "\n".join(lines))
+    path.write_text("\n".join(blocks) + "\n")
+    return path
+
+
+def test_replicas_start_from_the_frames_of_a_structure_file(tmp_path):
+    from mdengine.system import read_extxyz
+    path = write_frames(tmp_path / "frames.extxyz", 3)
+    spec = replica_input(3, steps=20)
+    spec["system"] = {"structure": str(path), "replica_frames": True}
+    run(spec, tmp_path / "out")
+    for r in range(3):
+        start = frames(tmp_path / f"out/trajectory.replica{r}.dcd")[0] * 10   # nm -> Å
+        frame = read_extxyz(path, r)
+        # The engine wraps atoms into the cubic cell: compare under the minimum image.
+        side = frame.cell[0, 0]
+        difference = start - frame.positions
+        difference -= side * np.round(difference / side)
+        assert np.abs(difference).max() < 1e-4
+
+
+def test_too_few_frames_for_the_replicas_is_rejected(tmp_path):
+    from mdengine.config import InputError
+    path = write_frames(tmp_path / "frames.extxyz", 2)
+    spec = replica_input(3, steps=20)
+    spec["system"] = {"structure": str(path), "replica_frames": True}
+    with pytest.raises(InputError, match="has 2 frame\\(s\\), but frame 3 is needed"):
+        build(spec)
