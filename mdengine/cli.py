@@ -172,7 +172,7 @@ def cmd_stability(args) -> int:
     spec = load_input(args.input)
     output_dir = args.output_dir or Path(spec.output.directory + "-stability")
     if (output_dir / STABILITY_JSON).exists() and not args.overwrite:
-        raise InputError(f"{output_dir} already holds a stability study; use --overwrite or another --output-dir")
+        raise InputError(f"{output_dir} already contains a stability study; use --overwrite or another --output-dir")
     options = StabilityOptions(args.replicas, args.time_ps, args.check, args.bond_threshold_A,
                                args.rdf_threshold, args.rdf_reference_ps, args.rdf_reference,
                                args.temperature_factor)

@@ -155,7 +155,7 @@ class NeighborBuilder:
         return self.allocate(coordinates, capacity)
 
     def allocate_replicas(self, coordinates, min_capacity: int = 0) -> partition.NeighborList:
-        """One list per replica of ``[R, N, 3]`` coordinates, all with the same capacity.
+        """Allocate one list per replica of ``[R, N, 3]`` coordinates, all with the same capacity.
 
         The lists are built from the coordinates of each replica, so each is the
         list a single run of that replica would hold at the same capacity.
@@ -178,7 +178,7 @@ class NeighborBuilder:
                          "attempts; the replicas' structures differ too much in density")
 
     def _rebuild(self, coordinates, template: partition.NeighborList) -> partition.NeighborList:
-        """A list for ``coordinates`` with the template's capacity, always rebuilt."""
+        """Rebuild a list for ``coordinates`` with the template's capacity, whatever it moved."""
         # A reference half a cell away (fractional 0.5, or far away in free
         # space) exceeds the rebuild threshold, so jax-md builds anew.
         offset = 0.5 if self.periodic else 1.0e4

@@ -29,12 +29,12 @@ def stack(trees: list):
 
 
 def take(tree, replica: int):
-    """The pytree of one replica from a batched pytree."""
+    """Return the pytree of one replica from a batched pytree."""
     return jax.tree_util.tree_map(lambda leaf: leaf[replica], tree)
 
 
 def replica_sharding(n_replicas: int) -> NamedSharding | None:
-    """A sharding that splits the replica axis over as many devices as divide R.
+    """Return a sharding that splits the replica axis over as many devices as divide R.
 
     Returns None when only one device would be used.
     """
@@ -96,7 +96,7 @@ class ReplicaTrajectories:
 
 
 def writer_list(trajectory) -> list:
-    """The per-replica writers (a single writer is replica 0)."""
+    """Return the per-replica writers (a single writer is replica 0)."""
     if trajectory is None:
         return []
     return trajectory.writers if isinstance(trajectory, ReplicaTrajectories) else [trajectory]

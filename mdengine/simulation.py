@@ -481,7 +481,7 @@ class Simulation:
         return state, neighbor, False
 
     def _frozen_arg(self, frozen_host: np.ndarray):
-        """The ``frozen`` chunk argument: a bool, or ``[R]`` bools for replicas."""
+        """Return the ``frozen`` chunk argument: a bool, or ``[R]`` bools for replicas."""
         if self.replicas == 1:
             return jnp.asarray(bool(frozen_host[0]))
         return self.place(jnp.asarray(frozen_host))

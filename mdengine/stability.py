@@ -95,7 +95,7 @@ def study_spec(spec: InputSpec, options: StabilityOptions, output_dir: Path) -> 
 
 
 def system_trajectory(simulation: Simulation, positions_A: np.ndarray) -> mdtraj.Trajectory:
-    """An mdtraj trajectory of ``[F, N, 3]`` Cartesian positions (Å) with the system's cell."""
+    """Make an mdtraj trajectory of ``[F, N, 3]`` Cartesian positions (Å) with the system's cell."""
     system = simulation.system
     traj = mdtraj.Trajectory(np.asarray(positions_A, np.float32) * NM_PER_ANGSTROM, system.topology)
     if system.cell is not None:
@@ -150,7 +150,7 @@ def make_failure_fn(simulation: Simulation, bonds: np.ndarray, options: Stabilit
 
 
 def reference_temperature(simulation: Simulation) -> float:
-    """The highest target or initial temperature of the run (K), for the temperature check."""
+    """Return the highest target or initial temperature of the run (K), for the temperature check."""
     temperatures = [p.temperature_K for p in simulation.phases if p.temperature_K]
     temperatures.append(simulation.spec.initial_temperature_K() or 0.0)
     reference = max(temperatures)
@@ -368,7 +368,7 @@ def write_report(report: dict, output_dir: Path) -> None:
 
 
 def format_table(report: dict) -> str:
-    """The per-replica summary printed at the end of a study."""
+    """Format the per-replica summary printed at the end of a study."""
     lines = [f"{'replica':>7}  {'seed':>6}  {'stable for (ps)':>15}  result"]
     for e in report["per_replica"]:
         if e["time_to_failure_ps"] is None:

@@ -1,5 +1,5 @@
 """Replicas: equal to single runs with the same seeds, sharded equal to unsharded,
-overflow in one replica regrows the shared list, resume holds every replica."""
+overflow in one replica regrows the shared list, resume restores every replica."""
 
 from __future__ import annotations
 

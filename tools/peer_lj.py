@@ -162,14 +162,7 @@ def worker_mdengine(cells: int, steps: int, work_dir: Path) -> None:
     from mdengine.simulation import Simulation, make_chunk_fn
     from mdengine.units import kT_to_kelvin
 
-    input_path = work_dir / f"mdengine_lj_{4 * cells**3}.yaml"
-    input_path.write_text(mdengine_input_yaml(cells, steps, work_dir / "mdengine_output"))
-    spec = load_input(input_path)
-    simulation = Simulation(spec, input_path.parent, input_path=input_path)
-    phase = simulation.phases[-1]
-    kT = jnp.asarray(0.0, simulation.dtype)
-    state, neighbor = simulation.initial_state()
-    state = phase.integrator.init_fn(state, kT)
+    spec, simulation, phase, kT, state, neighbor = _lj_simulation(cells, steps, work_dir)
     chunk_fn = make_chunk_fn(phase.integrator, simulation.system, steps,
                              spec.output.frame_stride, spec.output.thermo_stride)
     # NOTE: newer working trees add a ``frozen`` argument (a bool for one
@@ -229,14 +222,7 @@ def worker_profile(cells: int, steps: int, work_dir: Path) -> None:
     from mdengine.config import load_input
     from mdengine.simulation import Simulation
 
-    input_path = work_dir / f"mdengine_lj_{4 * cells**3}.yaml"
-    input_path.write_text(mdengine_input_yaml(cells, steps, work_dir / "mdengine_output"))
-    spec = load_input(input_path)
-    simulation = Simulation(spec, input_path.parent, input_path=input_path)
-    phase = simulation.phases[-1]
-    kT = jnp.asarray(0.0, simulation.dtype)
-    state, neighbor = simulation.initial_state()
-    state = phase.integrator.init_fn(state, kT)
+    spec, simulation, phase, kT, state, neighbor = _lj_simulation(cells, steps, work_dir)
     n_atoms = simulation.system.n_atoms
 
     def step_fn(state, neighbor):
@@ -303,6 +289,25 @@ def worker_profile(cells: int, steps: int, work_dir: Path) -> None:
         "rebuild": timings(update_fn, state.position, stale),
     }
     emit(record)
+
+
+def _lj_simulation(cells: int, steps: int, work_dir: Path):
+    """Build the mdengine in.lj system of 4 cells³ atoms: ``(spec, simulation, phase, kT,
+    state, neighbor)`` with the main phase's integrator initialised."""
+    import jax.numpy as jnp
+
+    from mdengine.config import load_input
+    from mdengine.simulation import Simulation
+
+    input_path = work_dir / f"mdengine_lj_{4 * cells**3}.yaml"
+    input_path.write_text(mdengine_input_yaml(cells, steps, work_dir / "mdengine_output"))
+    spec = load_input(input_path)
+    simulation = Simulation(spec, input_path.parent, input_path=input_path)
+    phase = simulation.phases[-1]
+    kT = jnp.asarray(0.0, simulation.dtype)
+    state, neighbor = simulation.initial_state()
+    state = phase.integrator.init_fn(state, kT)
+    return spec, simulation, phase, kT, state, neighbor
 
 
 def mdengine_input_yaml(cells: int, steps: int, output_dir: Path) -> str:

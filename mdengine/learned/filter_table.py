@@ -42,7 +42,7 @@ class FilterTable(NamedTuple):
 
 
 def dense(layer: dict, x):
-    """A linen ``Dense`` layer applied from its parameter dict."""
+    """Apply a linen ``Dense`` layer from its parameter dict."""
     y = x @ layer["kernel"]
     return y + layer["bias"] if "bias" in layer else y
 
