@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from mdengine import __version__
+from mdengine import __version__, distributed
 from mdengine.config import InputError, InputSpec
 
 log = logging.getLogger(__name__)
@@ -183,11 +183,13 @@ class Checkpointer:
     def _quarantine(self, step: int) -> None:
         source = self.directory / str(step)
         target_dir = self.directory.parent / (self.directory.name + CORRUPT_SUFFIX)
-        target_dir.mkdir(exist_ok=True)
         target = target_dir / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-        shutil.move(str(source), str(target))
+        if distributed.is_primary():
+            target_dir.mkdir(exist_ok=True)
+            shutil.move(str(source), str(target))
+            log.warning("moved the unreadable checkpoint to %s", target)
+        distributed.barrier(f"quarantine-{step}")
         self._manager.reload()
-        log.warning("moved the unreadable checkpoint to %s", target)
 
     def close(self) -> None:
         self.wait()

@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--overwrite", action="store_true",
                        help="start a new run even if the output directory contains an earlier one")
 
+    _add_distributed_options(run)
+
     validate = commands.add_parser("validate", help="check an input file without running it")
     validate.add_argument("input", type=Path, help="YAML input file")
 
@@ -71,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     stability.add_argument("--temperature-factor", type=float, default=3.0,
                            help="fail above this multiple of the target or initial temperature (default 3)")
     stability.add_argument("--overwrite", action="store_true", help="replace an earlier study's outputs")
+    _add_distributed_options(stability)
 
     bench = commands.add_parser("bench", help="speed study over system sizes: fused engine "
                                               "against a plain Python loop")
@@ -92,6 +95,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_distributed_options(command) -> None:
+    group = command.add_argument_group(
+        "multi-process runs", "start the same command on every process; the replicas are spread "
+        "over the devices of all processes, process 0 writes the files, and all processes write "
+        "the checkpoints, so the output directory must be on a shared file system")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0's coordination service, or 'auto' to read "
+                            "everything from the cluster environment (SLURM, Open MPI)")
+    group.add_argument("--num-processes", type=int, help="number of processes in the run")
+    group.add_argument("--process-id", type=int, help="index of this process, 0 … N − 1")
+
+
+def _start_processes(args) -> None:
+    """Join a multi-process run when --coordinator is given; quiet the other processes' logs."""
+    coordinator = getattr(args, "coordinator", None)
+    if coordinator is None:
+        if getattr(args, "num_processes", None) is not None or getattr(args, "process_id", None) is not None:
+            from mdengine.config import InputError
+            raise InputError("--num-processes and --process-id need --coordinator HOST:PORT")
+        return
+    from mdengine import distributed
+    distributed.initialize(coordinator, args.num_processes, args.process_id)
+    if not distributed.is_primary():
+        logging.getLogger().setLevel(logging.WARNING)
+
+
 def _setup_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
@@ -105,6 +134,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _add_file_log(output_dir: Path) -> None:
+    from mdengine import distributed
+    if not distributed.is_primary():
+        return
     handler = logging.FileHandler(output_dir / "mdengine.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -136,6 +168,7 @@ def cmd_run(args) -> int:
     from mdengine.config import InputError
     from mdengine.runner import RunInterrupted, execute
     from mdengine.simulation import Simulation
+    from mdengine import distributed
     spec = _load(args)
     output_dir = Path(spec.output.directory)
     # Validate completely before creating the output directory or its log.
@@ -144,6 +177,8 @@ def cmd_run(args) -> int:
     if thermo.exists() and not (args.resume or args.overwrite):
         raise InputError(f"{output_dir} already contains a run ({thermo.name}); use --resume to "
                          "continue it, --overwrite to replace it, or another --output-dir")
+    # Every process checks the directory before any process writes into it.
+    distributed.barrier("output-checked")
     output_dir.mkdir(parents=True, exist_ok=True)
     _add_file_log(output_dir)
     log.info("mdengine %s: %s -> %s%s", __version__, args.input, output_dir,
@@ -159,6 +194,8 @@ def cmd_run(args) -> int:
             command += f" --replicas {args.replicas}"
         if args.output_dir is not None:
             command += f" --output-dir {args.output_dir}"
+        if args.coordinator is not None:
+            command += " on every process, with its --coordinator, --num-processes and --process-id"
         print(f"{stop}{where}. Resume with: {command}", file=sys.stderr)
         return 128 + stop.signum
     return 0
@@ -169,6 +206,7 @@ def cmd_stability(args) -> int:
     from mdengine.stability import (STABILITY_JSON, StabilityOptions, format_table, run_study,
                                     study_spec)
     from mdengine.simulation import Simulation
+    from mdengine import distributed
     spec = load_input(args.input)
     output_dir = args.output_dir or Path(spec.output.directory + "-stability")
     if (output_dir / STABILITY_JSON).exists() and not args.overwrite:
@@ -179,9 +217,12 @@ def cmd_stability(args) -> int:
     options.validate()
     # Check the input and --time-ps completely before anything is written.
     Simulation(study_spec(spec, options, output_dir), args.input.parent)
+    distributed.barrier("output-checked")
     output_dir.mkdir(parents=True, exist_ok=True)
     _add_file_log(output_dir)
     report = run_study(spec, args.input.parent, options, output_dir, input_path=args.input.resolve())
+    if not distributed.is_primary():
+        return 0
     print(format_table(report))
     print(f"report: {output_dir / STABILITY_JSON}, {output_dir / 'stability.csv'}, "
           f"{output_dir / 'survival.png'}")
@@ -252,6 +293,13 @@ def cmd_inspect(args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
+    from mdengine.config import InputError
+    try:
+        # Before anything imports jax_md, whose import starts the XLA backend.
+        _start_processes(args)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
     from mdengine.checkpoint import CheckpointError
     from mdengine.config import InputError
     from mdengine.simulation import SimulationError

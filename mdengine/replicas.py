@@ -36,10 +36,9 @@ def take(tree, replica: int):
 def replica_sharding(n_replicas: int) -> NamedSharding | None:
     """Return a sharding that splits the replica axis over as many devices as divide R.
 
-    Returns None when only one device would be used.
+    Returns None when only one device would be used. Under ``jax.distributed``
+    the devices are those of every process, and R is a multiple of their count.
     """
-    # NOTE: one process only. Under jax.distributed the host-side writers would
-    # need each array gathered from every process first.
     devices = jax.devices()
     count = max(d for d in range(1, min(len(devices), n_replicas) + 1) if n_replicas % d == 0)
     if count < len(devices):

@@ -193,6 +193,24 @@ class ThermoWriter:
         self._handle.close()
 
 
+class DiscardWriter:
+    """Counts frames or rows without writing them: the writers of processes other
+    than process 0 in a multi-process run, which keep the same counts."""
+
+    def __init__(self, path: Path, topology_path: Path | None = None, keep: int | None = None):
+        self.path = Path(path)
+        self.topology_path = topology_path
+        self.frames_written = self.rows_written = keep or 0
+
+    def write(self, entries, *_) -> None:
+        """Count ``len(entries)`` frames (steps) or thermo rows."""
+        self.frames_written += len(entries)
+        self.rows_written += len(entries)
+
+    def close(self) -> None:
+        pass
+
+
 def _format_row(row):
     return [f"{v:.10g}" if isinstance(v, float) else v for v in row]
 

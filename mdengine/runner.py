@@ -13,13 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mdengine import distributed, replicas
 from mdengine import neighbors as nbr
-from mdengine import replicas
 from mdengine.checkpoint import (CheckpointError, Checkpointer, differences, fingerprint,
                                  fingerprint_sections)
 from mdengine.config import InputError, resolved_yaml
 from mdengine.integrators import MDState, kinetic_energy
-from mdengine.reporters import Progress, ThermoWriter, TrajectoryWriter, format_duration
+from mdengine.reporters import (DiscardWriter, Progress, ThermoWriter, TrajectoryWriter,
+                                format_duration)
 from mdengine.simulation import RunHooks, RunStats, Simulation
 from mdengine.units import kelvin_to_kT
 
@@ -82,7 +83,8 @@ class CheckpointHooks(RunHooks):
         return (first_step // self.interval_steps + 1) * self.interval_steps
 
     def stop_requested(self) -> bool:
-        return self.signals.signum is not None
+        # A signal may reach one process only; all must stop at the same step.
+        return distributed.any_process(self.signals.signum is not None)
 
     def after_chunk(self, step, state, neighbor, phase):
         if self.checkpointer is None:
@@ -93,7 +95,7 @@ class CheckpointHooks(RunHooks):
             due = True
         if self.interval_s is not None and time.monotonic() - self.checkpointer.last_saved_time >= self.interval_s:
             due = True
-        if due:
+        if distributed.any_process(due):
             self.save(step, state, neighbor, phase)
 
     def save(self, step, state, neighbor, phase) -> None:
@@ -112,7 +114,7 @@ class CheckpointHooks(RunHooks):
             "time_ps": step * simulation.timestep_fs / 1000,
             "timestep_fs": simulation.timestep_fs,
             "temperature_K": float(simulation.temperature_K(np.array(kinetic), phase)),
-            "potential_energy_eV": float(np.mean(np.asarray(state.potential_energy))),
+            "potential_energy_eV": float(np.mean(distributed.to_host(state.potential_energy))),
             "replicas": simulation.replicas,
             "potential": simulation.potential.description,
             "n_atoms": simulation.system.n_atoms,
@@ -163,10 +165,11 @@ def execute(simulation: Simulation, output_dir: Path, resume: bool = False,
     else:
         state, neighbor = simulation.initial_state()
         start_step, phase_index, counts = 0, 0, None
-    (output_dir / RESOLVED_INPUT).write_text(resolved_yaml(spec))
+    if distributed.is_primary():
+        (output_dir / RESOLVED_INPUT).write_text(resolved_yaml(spec))
 
     stats = RunStats()
-    writers = _open_writers(spec, simulation, output_dir, counts)
+    writers = _open_writers_everywhere(spec, simulation, output_dir, counts)
     progress = Progress(simulation.total_steps, spec.timestep_fs(), spec.output.log_interval_s)
     begin = time.perf_counter()
     bounds = phase_bounds(simulation)
@@ -185,11 +188,13 @@ def execute(simulation: Simulation, output_dir: Path, resume: bool = False,
                 state, neighbor, stopped = simulation.run_phase(
                     phase, state, neighbor, step, last, writers, progress, stats, hooks,
                     fresh=step == first)
-                if stopped and signals.signum is None:
+                # The signal may have reached another process only.
+                signum = distributed.max_over_processes(signals.signum or 0) if stopped else 0
+                if stopped and not signum:
                     break   # every replica has failed
                 if stopped:
                     step = _last_saved(checkpointer, step)
-                    interrupted = RunInterrupted(signals.signum, step, checkpointer and checkpointer.directory)
+                    interrupted = RunInterrupted(signum, step, checkpointer and checkpointer.directory)
                     break
                 step = last
             if interrupted is None:
@@ -213,8 +218,9 @@ def execute(simulation: Simulation, output_dir: Path, resume: bool = False,
             stats.files["topology"] = str(writers[0].topology_path)
     if checkpointer is not None:
         stats.files["checkpoints"] = str(checkpointer.directory)
-    _energy_statistics(simulation, stats, writers[1].path)
-    log_summary(simulation, stats)
+    if distributed.is_primary():
+        _energy_statistics(simulation, stats, writers[1].path)
+        log_summary(simulation, stats)
     return stats
 
 
@@ -280,7 +286,8 @@ def _restored_neighbor(simulation, state, arrays, metadata):
     """Rebuild the neighbor list as it was at the checkpoint, or allocate a fresh one if the
     neighbor settings changed."""
     if simulation.replicas > 1:
-        fresh = simulation.place(simulation.neighbors.allocate_replicas(state.position))
+        coordinates = distributed.to_host(state.position)
+        fresh = simulation.place(simulation.neighbors.allocate_replicas(coordinates))
     else:
         fresh = simulation.neighbors.allocate(state.position)
     if arrays is None:
@@ -294,14 +301,31 @@ def _restored_neighbor(simulation, state, arrays, metadata):
                                cell_list_capacity=arrays["cell_list_capacity"])
 
 
-def _open_writers(spec, simulation, output_dir, counts):
+def _open_writers_everywhere(spec, simulation, output_dir, counts):
+    """Open the writers on every process; when process 0 cannot (a trajectory cut
+    back on resume is missing or short), every process raises."""
+    error = None
+    try:
+        writers = _open_writers(spec, simulation, output_dir, counts, distributed.is_primary())
+    except InputError as err:
+        error = err
+    if distributed.any_process(error is not None):
+        raise error or InputError(f"{output_dir}: process 0 could not open the output files; "
+                                  "its log names the file")
+    return writers
+
+
+def _open_writers(spec, simulation, output_dir, counts, write=True):
     """Open the trajectory and thermo writers; with ``counts`` (frames, rows), cut
-    existing files back to that many entries and append after them."""
+    existing files back to that many entries and append after them. Without
+    ``write``, the writers only count what they are given."""
     out = spec.output
     frames, rows = counts if counts is not None else (None, None)
     trajectory = None
     if out.trajectory is not None:
         def make_writer(path, keep_frames):
+            if not write:
+                return DiscardWriter(path, keep=keep_frames)
             return TrajectoryWriter(path, simulation.system.topology, simulation.system.cell,
                                     spec.timestep_fs() / 1000, keep_frames=keep_frames)
 
@@ -310,6 +334,8 @@ def _open_writers(spec, simulation, output_dir, counts):
                                                       make_writer, frames)
         else:
             trajectory = make_writer(output_dir / out.trajectory, frames)
+    if not write:
+        return trajectory, DiscardWriter(output_dir / out.thermo, keep=rows)
     return trajectory, ThermoWriter(output_dir / out.thermo, keep_rows=rows,
                                     replicas=simulation.replicas > 1)
 
@@ -317,18 +343,18 @@ def _open_writers(spec, simulation, output_dir, counts):
 def replica_kinetic(simulation, state) -> np.ndarray:
     """``[R]`` kinetic energies (eV) of each replica (R = 1 for a single run)."""
     kinetic = simulation.batched(kinetic_energy, (0, 0))(state.velocity, state.mass)
-    return np.atleast_1d(np.asarray(kinetic, dtype=np.float64))
+    return np.atleast_1d(distributed.to_host(kinetic).astype(np.float64))
 
 
 def _write_initial_sample(simulation, state, writers):
     trajectory, thermo = writers
-    positions = np.asarray(nbr.to_cartesian(state.position, simulation.system))
+    positions = distributed.to_host(nbr.to_cartesian(state.position, simulation.system))
     if simulation.replicas == 1:
         positions = positions[None]
     for r, writer in enumerate(replicas.writer_list(trajectory)):
         writer.write(np.array([0]), positions[r][None])
     kinetic = replica_kinetic(simulation, state)
-    potential = np.atleast_1d(np.asarray(state.potential_energy, dtype=np.float64))
+    potential = np.atleast_1d(distributed.to_host(state.potential_energy).astype(np.float64))
     rows = []
     for r in range(simulation.replicas):
         sample = np.array([[potential[r], kinetic[r], 0.0]])

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from mdengine import distributed, replicas
 from mdengine import neighbors as nbr
-from mdengine import replicas
 from mdengine.config import InputError, InputSpec, default_chunk_steps
 from mdengine.integrators import Integrator, MDState, kinetic_energy, make_integrator
 from mdengine.integrators.base import ForceFn, remove_com_velocity
@@ -233,6 +233,7 @@ class Simulation:
         self.dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
         self.system = system if system is not None else build_system(spec.system, base_dir, spec.seed)
         self.replicas = spec.run.replicas
+        distributed.check_replicas(self.replicas)
         self.displacement_fn, self.shift_fn, coordinates = nbr.make_space(self.system, self.dtype)
         self.potential = build_potential(spec.potential, self.system, self.displacement_fn, base_dir,
                                          self.dtype)
@@ -452,7 +453,7 @@ class Simulation:
                 job = dispatch(state, neighbor, first_step, frozen_in)
                 continue
 
-            bad = np.atleast_1d(np.asarray(output.bad_step))
+            bad = np.atleast_1d(distributed.to_host(output.bad_step))
             failed = (bad >= 0).any()
             next_step = first_step + n_active
             job = None
@@ -487,7 +488,8 @@ class Simulation:
         return self.place(jnp.asarray(frozen_host))
 
     def _reallocate(self, state, neighbor, first_step, stats):
-        new = self.neighbors.grow(state.position, neighbor)
+        position = distributed.to_host(state.position) if self.replicas > 1 else state.position
+        new = self.neighbors.grow(position, neighbor)
         if self.replicas > 1:
             new = self.place(new)
         stats.reallocations += 1
@@ -501,8 +503,8 @@ class Simulation:
         out = self.spec.output
         trajectory, thermo = writers
         trajectories = replicas.writer_list(trajectory)
-        frames = np.asarray(output.frames)
-        samples = np.asarray(output.thermo)
+        frames = distributed.to_host(output.frames)
+        samples = distributed.to_host(output.thermo)
         if self.replicas == 1:
             frames, samples = frames[None], samples[None]
         rows = []

@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import mdtraj
 import numpy as np
 
+from mdengine import distributed, replicas
 from mdengine import neighbors as nbr
-from mdengine import replicas
 from mdengine.analysis import bonds_from_radii
 from mdengine.config import InputError, InputSpec
 from mdengine.runner import CheckpointHooks, execute
@@ -174,7 +174,7 @@ class StabilityHooks(CheckpointHooks):
         return np.array([r in self.study.failures for r in range(self.simulation.replicas)])
 
     def check_chunk(self, output: ChunkOutput, first_step, last_step, frozen):
-        bad = np.asarray(output.bad_step)
+        bad = distributed.to_host(output.bad_step)
         for r in np.nonzero(bad >= 0)[0]:
             self.study.record_device_failure(int(r), int(bad[r]), output)
         return self.study.check_rdf(output, first_step, last_step, frozen | (bad >= 0))
@@ -230,6 +230,8 @@ class Study:
         self.failures[replica] = Failure(step, time_ps, reason)
         log.warning("replica %d failed at step %d (t = %g ps): %s; the others continue",
                     replica, step, time_ps, reason)
+        if not distributed.is_primary():
+            return
         folder = self.output_dir / "failures"
         folder.mkdir(exist_ok=True)
         for name, coordinates in (("last_good", last_good), ("first_bad", first_bad)):
@@ -246,7 +248,7 @@ class Study:
         steps = np.arange((first_step // stride + 1) * stride, last_step + 1, stride)
         if len(steps) == 0:
             return None
-        frames = np.asarray(output.frames)[:, :len(steps)]
+        frames = distributed.to_host(output.frames)[:, :len(steps)]
         reference_steps = self.options.rdf_reference_ps * 1000 / self.simulation.timestep_fs
         if self.rdf_reference is None:
             in_reference = steps <= reference_steps
@@ -397,5 +399,6 @@ def run_study(spec: InputSpec, base_dir: Path, options: StabilityOptions, output
              f", RDF RMS deviation ≤ {options.rdf_threshold:g}" if study.use_rdf else "")
     execute(simulation, output_dir, hooks_class=functools.partial(StabilityHooks, study=study))
     report = study.report()
-    write_report(report, output_dir)
+    if distributed.is_primary():
+        write_report(report, output_dir)
     return report
