@@ -77,7 +77,7 @@ def measure_size(spec: InputSpec, base_dir: Path, repeats_n: int, steps: int, re
     compile_s = time.perf_counter() - begin
     warm = compiled(*args)
     if bool(jnp.any(warm.neighbor.did_buffer_overflow)):
-        neighbor = simulation.neighbors.grow(state.position, neighbor)
+        neighbor = simulation.neighbors.grow(state.position, neighbor, warm.neighbor)
         args = (state, neighbor) + args[2:]
         compiled = chunk.lower(*args).compile()
     fused = _timed(lambda: compiled(*args).state.position, repeats)

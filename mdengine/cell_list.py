@@ -1,21 +1,24 @@
-"""Sparse neighbor lists for periodic cells, built from a half-shell cell list.
+"""Neighbor lists for periodic cells, built from cell lists.
 
 jax-md's cell-list search gathers, for every atom, all atoms of the 27
 surrounding cells, then compacts the hits through arrays as long as all
 candidates. On a CPU that search, not the force, dominated a step: in a
 4,000-atom Lennard-Jones liquid whose cell capacity had grown to 65, each
-atom examined 27 × 65 = 1,755 candidates to find about 75 neighbors. This builder examines each cell pair once (the
-atom's own cell and 13 of its 26 neighbors), so every unordered pair is
-found once, and compacts straight into the list's capacity. Its cell
-capacity follows the cell occupancy alone; a larger pair capacity does not
-enlarge it. The search runs over blocks of atoms, so its temporary arrays
-stay bounded: a million-atom LJ run takes about 6 kB per atom in all.
+atom examined 27 × 65 = 1,755 candidates to find about 75 neighbors.
 
-The result is a jax-md ``NeighborList`` in the ``Sparse`` or
-``OrderedSparse`` format (``idx`` ``[2, capacity]``, padding N), so every
-jax-md ``smap`` potential and the learned models read it unchanged.
-Positions are fractional coordinates in a cell with at least three cells
-(of side ≥ cutoff + skin) along each axis.
+The sparse formats (``Sparse``, ``OrderedSparse``: ``idx`` ``[2, capacity]``,
+padding N) are built from a half shell: each cell pair is examined once (the
+atom's own cell and 13 of its 26 neighbors), so every unordered pair is
+found once and compacted straight into the list's capacity. The ``Dense``
+format (``idx`` ``[N, K]``, padding N, both directions of each pair) takes
+all 27 cells and compacts each atom's row; pair potentials read it without
+scatter-adds. Both keep the cell capacity to the cell occupancy alone, and
+both search over blocks of atoms, so temporary arrays stay bounded: a
+million-atom LJ run took about 6 kB per atom in all with the sparse list.
+
+Every result is a jax-md ``NeighborList``, so jax-md ``smap`` potentials and
+the learned models read it unchanged. Positions are fractional coordinates
+in a cell with at least three cells (of side ≥ cutoff + skin) along each axis.
 """
 
 from __future__ import annotations
@@ -34,6 +37,40 @@ from jax_md import partition
 # lexicographic order: each pair of adjacent cells appears exactly once.
 HALF_SHELL = np.array([(0, 0, 0)] + [o for o in itertools.product((-1, 0, 1), repeat=3)
                                      if o > (0, 0, 0)], dtype=np.int32)
+# All 27 cells around an atom's own: the dense list holds both directions of a pair.
+FULL_SHELL = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.int32)
+# Atoms per block of the dense search; its [B, 27, M] temporaries then stay in cache.
+DENSE_BLOCK_ATOMS = 256
+# Cell capacities are rounded up to a multiple of this, the group of the running count.
+PREFIX_GROUP = 8
+
+
+def _ones_triangle(size: int, strict: bool):
+    """``[size, size]`` float32 with ones on and above the diagonal (above it only if ``strict``)."""
+    return jnp.asarray(np.triu(np.ones((size, size), np.float32), 1 if strict else 0))
+
+
+def inclusive_prefix(mask):
+    """Running count of true entries along the last two axes of ``[B, C, M]`` bools.
+
+    Computed with small matrix products by triangular matrices of ones:
+    XLA's cumulative sum on the CPU was 5–8 times slower on these shapes.
+    When M is a multiple of ``PREFIX_GROUP``, the count runs within groups of
+    that many entries first, so the products cost about ``PREFIX_GROUP``
+    multiply-adds per entry instead of M. The counts are small integers,
+    exact in float32.
+    """
+    b, c, m = mask.shape
+    highest = lax.Precision.HIGHEST
+    group = PREFIX_GROUP if m % PREFIX_GROUP == 0 else m
+    values = mask.astype(jnp.float32).reshape(b, c, m // group, group)
+    inner = jnp.matmul(values, _ones_triangle(group, False), precision=highest)
+    totals = inner[..., -1]                                                   # [B, C, M / g]
+    within_cell = jnp.matmul(totals, _ones_triangle(m // group, True), precision=highest)
+    cell_totals = within_cell[..., -1] + totals[..., -1]                      # [B, C]
+    before_cell = jnp.matmul(cell_totals, _ones_triangle(c, True), precision=highest)
+    running = inner + within_cell[..., None] + before_cell[..., None, None]
+    return running.reshape(b, c, m).astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -51,9 +88,12 @@ class CellListNeighbors:
     ordered: bool                      # OrderedSparse (each pair once) or Sparse (both directions)
     capacity_multiplier: float
     block_atoms: int = 16384           # atoms whose candidates are searched at once
+    dense: bool = False                # Dense: [N, K] rows of partners, both directions
 
     @property
     def format(self):
+        if self.dense:
+            return partition.Dense
         return partition.OrderedSparse if self.ordered else partition.Sparse
 
     # ---------------------------------------------------------------- geometry
@@ -134,7 +174,8 @@ class CellListNeighbors:
             receivers, senders = lists
             atoms = atom_blocks[k]
             partner, mask = self._pairs(position, table, atoms, cell_capacity)
-            slot = first[k][:, None] + jnp.cumsum(mask, axis=1, dtype=jnp.int32) - 1
+            running = inclusive_prefix(mask.reshape(len(atoms), -1, cell_capacity)).reshape(mask.shape)
+            slot = first[k][:, None] + running - 1
             low = jnp.minimum(atoms[:, None], partner)
             high = jnp.maximum(atoms[:, None], partner)
             where = jnp.where(mask, slot, drop)
@@ -152,8 +193,61 @@ class CellListNeighbors:
         needed = found if self.ordered else 2 * found
         return jnp.stack([receivers, senders]), needed, jnp.max(occupancy)
 
+    def _dense_rows(self, position, table, atoms, cell_capacity: int, row_capacity: int):
+        """``([B, K] partners of ``atoms`` within the radius, padding N; [B] counts)``.
+
+        Candidates come from the 27 cells around each atom. Their coordinates
+        are read as whole cell rows from per-axis tables, with NaN in empty
+        slots, so no comparison accepts them.
+        """
+        n = position.shape[0]
+        counts = jnp.asarray(self.cells, jnp.int32)
+        empty = table >= n
+        member = jnp.minimum(table, n - 1)
+        own = self._cell_of(position[atoms])
+        cells = self._hash((own[:, None, :] + FULL_SHELL[None]) % counts)   # [B, 27]
+        partner = table[cells]                                               # [B, 27, M]
+        difference = []
+        for axis in range(3):
+            coordinate = jnp.where(empty, jnp.nan, position[member, axis])
+            d = coordinate[cells] - position[atoms, axis][:, None, None]
+            difference.append(d - jnp.round(d))
+        r2 = self._square_length(difference)
+        mask = (partner != atoms[:, None, None]) & (r2 < self.radius_A**2)
+
+        running = inclusive_prefix(mask)
+        found = running[:, -1, -1]
+        size = atoms.shape[0]
+        row_start = (jnp.arange(size, dtype=jnp.int32) * row_capacity)[:, None, None]
+        keep = mask & (running <= row_capacity)
+        where = jnp.where(keep, row_start + running - 1, size * row_capacity).reshape(-1)
+        rows_out = jnp.full((size * row_capacity,), n, jnp.int32)
+        rows_out = rows_out.at[where].set(partner.reshape(-1), mode="drop")
+        return rows_out.reshape(size, row_capacity), found
+
+    def _square_length(self, difference):
+        """Squared Cartesian length (Å²) of fractional ``[dx, dy, dz]`` arrays; zero
+        entries of the cell matrix are skipped when tracing."""
+        total = 0.0
+        for row in self.box:
+            component = sum(float(row[b]) * difference[b] for b in range(3) if row[b] != 0.0)
+            total = total + component * component
+        return total
+
+    def _build_dense(self, position, cell_capacity: int, row_capacity: int):
+        """``(idx [N, K], largest row count, largest cell occupancy)``."""
+        n = position.shape[0]
+        table, occupancy = self._cell_table(position, cell_capacity)
+        size = min(n, DENSE_BLOCK_ATOMS)
+        blocks = -(-n // size)
+        atoms = jnp.minimum(jnp.arange(size * blocks, dtype=jnp.int32), n - 1).reshape(blocks, size)
+        rows, found = lax.map(lambda a: self._dense_rows(position, table, a, cell_capacity, row_capacity),
+                              atoms)
+        return rows.reshape(-1, row_capacity)[:n], jnp.max(found), jnp.max(occupancy)
+
     def _neighbor_list(self, position, cell_capacity: int, capacity: int) -> partition.NeighborList:
-        idx, needed, largest = self._build(position, cell_capacity, capacity)
+        build = self._build_dense if self.dense else self._build
+        idx, needed, largest = build(position, cell_capacity, capacity)
         error = partition.PartitionError(jnp.zeros((), jnp.uint8))
         error = error.update(partition.PEC.NEIGHBOR_LIST_OVERFLOW, needed > capacity)
         error = error.update(partition.PEC.CELL_LIST_OVERFLOW, largest > cell_capacity)
@@ -164,16 +258,21 @@ class CellListNeighbors:
 
     # ---------------------------------------------------------------- interface
 
-    def allocate(self, position, extra_capacity: int = 0) -> partition.NeighborList:
+    def allocate(self, position, extra_capacity: int = 0, min_cell_capacity: int = 0
+                 ) -> partition.NeighborList:
         """Allocate a list for ``position`` with ``capacity_multiplier`` headroom in the
-        cells and the pairs, plus ``extra_capacity`` × N pair slots (jax-md's meaning)."""
+        cells and the pairs, plus ``extra_capacity`` slots per atom (jax-md's meaning):
+        × N pair slots in the sparse formats, one more column in the dense one.
+        The cells hold at least ``min_cell_capacity`` atoms."""
         n = position.shape[0]
         occupancy = int(jnp.max(jnp.bincount(self._hash(self._cell_of(position)),
                                              length=math.prod(self.cells))))
-        cell_capacity = max(1, math.ceil(occupancy * self.capacity_multiplier))
-        count = jax.jit(lambda x: self._build(x, cell_capacity, 1)[1])
-        needed = int(count(position))
-        capacity = max(1, math.ceil(needed * self.capacity_multiplier)) + extra_capacity * n
+        cell_capacity = max(1, math.ceil(occupancy * self.capacity_multiplier), min_cell_capacity)
+        cell_capacity = -(-cell_capacity // PREFIX_GROUP) * PREFIX_GROUP
+        build = self._build_dense if self.dense else self._build
+        needed = int(jax.jit(lambda x: build(x, cell_capacity, 1)[1])(position))
+        capacity = max(1, math.ceil(needed * self.capacity_multiplier))
+        capacity += extra_capacity * (1 if self.dense else n)
         return self._neighbor_list(position, cell_capacity, capacity)
 
     def update(self, position, neighbors: partition.NeighborList, **unused) -> partition.NeighborList:

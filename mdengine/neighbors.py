@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 from jax_md import partition, space
 
+from mdengine import distributed
 from mdengine.cell_list import CellListNeighbors
 from mdengine.config import InputError
 from mdengine.system import System
@@ -135,26 +136,40 @@ class NeighborBuilder:
     periodic: bool
     metric: object   # metric or displacement function the list is built with
 
-    def allocate(self, coordinates, min_capacity: int = 0) -> partition.NeighborList:
-        """Allocate a list for ``coordinates`` with at least ``min_capacity`` slots."""
-        neighbors = self.neighbor_fn.allocate(coordinates)
+    def allocate(self, coordinates, min_capacity: int = 0, min_cell_capacity: int = 0
+                 ) -> partition.NeighborList:
+        """Allocate a list for ``coordinates`` with at least ``min_capacity`` slots and,
+        for mdengine's cell lists, at least ``min_cell_capacity`` atoms per cell."""
+        extra = {"min_cell_capacity": min_cell_capacity} if isinstance(self.neighbor_fn, CellListNeighbors) else {}
+        neighbors = self.neighbor_fn.allocate(coordinates, **extra)
         if neighbors.max_occupancy >= min_capacity:
             return neighbors
         missing = min_capacity - neighbors.max_occupancy
         per_row = self.n_atoms if partition.is_sparse(self.format) else 1
-        return self.neighbor_fn.allocate(coordinates, extra_capacity=math.ceil(missing / per_row))
+        return self.neighbor_fn.allocate(coordinates, extra_capacity=math.ceil(missing / per_row), **extra)
 
-    def grow(self, coordinates, old: partition.NeighborList) -> partition.NeighborList:
+    def grow(self, coordinates, old: partition.NeighborList, overflowed=None) -> partition.NeighborList:
         """Reallocate after an overflow with at least ``OVERFLOW_GROWTH`` × the old capacity.
 
         ``coordinates`` is ``[N, 3]``, or ``[R, N, 3]`` for replicas sharing one capacity.
+        ``overflowed`` is the list that reported the overflow: only the buffer it
+        names grows (the pair slots, the cells or both). Without it both grow.
         """
-        capacity = math.ceil(old.max_occupancy * OVERFLOW_GROWTH) + 1
+        pairs_full = cells_full = True
+        if overflowed is not None:
+            code = np.asarray(distributed.to_host(overflowed.error.code))
+            pairs_full = bool(np.any(code & int(partition.PEC.NEIGHBOR_LIST_OVERFLOW)))
+            cells_full = bool(np.any(code & int(partition.PEC.CELL_LIST_OVERFLOW)))
+        capacity = math.ceil(old.max_occupancy * OVERFLOW_GROWTH) + 1 if pairs_full else old.max_occupancy
+        cell_capacity = 0
+        if cells_full and old.cell_list_capacity:
+            cell_capacity = math.ceil(old.cell_list_capacity * OVERFLOW_GROWTH) + 1
         if coordinates.ndim == 3:
-            return self.allocate_replicas(coordinates, capacity)
-        return self.allocate(coordinates, capacity)
+            return self.allocate_replicas(coordinates, capacity, cell_capacity)
+        return self.allocate(coordinates, capacity, cell_capacity)
 
-    def allocate_replicas(self, coordinates, min_capacity: int = 0) -> partition.NeighborList:
+    def allocate_replicas(self, coordinates, min_capacity: int = 0, min_cell_capacity: int = 0
+                          ) -> partition.NeighborList:
         """Allocate one list per replica of ``[R, N, 3]`` coordinates, all with the same capacity.
 
         The lists are built from the coordinates of each replica, so each is the
@@ -164,7 +179,7 @@ class NeighborBuilder:
         Raises:
           InputError: no shared capacity fits every replica.
         """
-        template = self.allocate(coordinates[0], min_capacity)
+        template = self.allocate(coordinates[0], min_capacity, min_cell_capacity)
         build = jax.jit(jax.vmap(self._rebuild, in_axes=(0, None)))
         for _ in range(MAX_ALLOCATION_ROUNDS):
             lists = build(coordinates, template)
@@ -173,7 +188,8 @@ class NeighborBuilder:
                 return lists
             worst = int(np.argmax(overflow))
             capacity = math.ceil(template.max_occupancy * OVERFLOW_GROWTH) + 1
-            template = self.allocate(coordinates[worst], capacity)
+            cell_capacity = math.ceil((template.cell_list_capacity or 0) * OVERFLOW_GROWTH) + 1
+            template = self.allocate(coordinates[worst], capacity, cell_capacity)
         raise InputError(f"no neighbor-list capacity fits all replicas after {MAX_ALLOCATION_ROUNDS} "
                          "attempts; the replicas' structures differ too much in density")
 
@@ -227,11 +243,13 @@ def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin
         _check_all_pairs_memory(system, radius)
 
     metric = displacement_fn if system.cell is None else periodic_metric(box)
-    if use_cell_list and fmt in (partition.Sparse, partition.OrderedSparse):
+    if use_cell_list:
         cells = tuple(int(c) for c in cells_per_side)
         neighbor_fn = CellListNeighbors(np.asarray(system.box_matrix, np.float64), cells, radius,
-                                        skin_A, fmt is partition.OrderedSparse, capacity_multiplier)
-        log.info("neighbor search: half-shell cell list, %d x %d x %d cells", *cells)
+                                        skin_A, fmt is partition.OrderedSparse, capacity_multiplier,
+                                        dense=fmt is partition.Dense)
+        log.info("neighbor search: %s cell list, %d x %d x %d cells",
+                 "full-shell" if fmt is partition.Dense else "half-shell", *cells)
     else:
         neighbor_fn = partition.neighbor_list(
             metric, box, cutoff_A, dr_threshold=skin_A,

@@ -77,7 +77,10 @@ def set_precision(precision: str) -> None:
 
 
 def energy_and_force_fn(potential: Potential):
-    """``(positions, neighbor) -> (energy eV, forces eV/Å)`` by automatic differentiation."""
+    """``(positions, neighbor) -> (energy eV, forces eV/Å)``: the potential's own
+    function when it has one, else automatic differentiation of its energy."""
+    if potential.energy_and_force_fn is not None:
+        return potential.energy_and_force_fn
     value_and_grad = jax.value_and_grad(potential.energy_fn)
 
     def energy_and_force(position, neighbor):
@@ -448,7 +451,7 @@ class Simulation:
         while job is not None:
             output, first_step, n_active, frozen_in = job
             if bool(jnp.any(output.neighbor.did_buffer_overflow)):
-                neighbor = self._reallocate(state, neighbor, first_step, stats)
+                neighbor = self._reallocate(state, neighbor, output.neighbor, first_step, stats)
                 compiled = compile_for(state, neighbor)
                 job = dispatch(state, neighbor, first_step, frozen_in)
                 continue
@@ -487,14 +490,15 @@ class Simulation:
             return jnp.asarray(bool(frozen_host[0]))
         return self.place(jnp.asarray(frozen_host))
 
-    def _reallocate(self, state, neighbor, first_step, stats):
+    def _reallocate(self, state, neighbor, overflowed, first_step, stats):
         position = distributed.to_host(state.position) if self.replicas > 1 else state.position
-        new = self.neighbors.grow(position, neighbor)
+        new = self.neighbors.grow(position, neighbor, overflowed)
         if self.replicas > 1:
             new = self.place(new)
         stats.reallocations += 1
-        log.info("neighbor list overflowed in the chunk starting at step %d: capacity %d -> %d; "
-                 "redoing the chunk", first_step, neighbor.max_occupancy, new.max_occupancy)
+        log.info("neighbor list overflowed in the chunk starting at step %d: capacity %d -> %d, "
+                 "atoms per cell %s -> %s; redoing the chunk", first_step, neighbor.max_occupancy,
+                 new.max_occupancy, neighbor.cell_list_capacity, new.cell_list_capacity)
         return new
 
     def _write_samples(self, output: ChunkOutput, first_step, next_step, bad, frozen, phase, writers):

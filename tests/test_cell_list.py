@@ -1,5 +1,5 @@
-"""The half-shell cell list against brute force, in a triclinic cell, for both
-sparse formats, and its overflow flags."""
+"""The cell lists against brute force, in a triclinic cell, for the two
+sparse formats and the dense one, and their overflow flags."""
 
 from __future__ import annotations
 
@@ -53,10 +53,10 @@ def atoms():
     return rng.uniform(0.0, 1.0, size=(700, 3))
 
 
-def builder(ordered, skin=1.0, block_atoms=16384):
+def builder(ordered, skin=1.0, block_atoms=16384, dense=False):
     cells = tuple(int(c) for c in np.floor(heights(BOX) / (RADIUS + skin)))
     assert min(cells) >= 3
-    return CellListNeighbors(BOX, cells, RADIUS + skin, skin, ordered, 1.25, block_atoms)
+    return CellListNeighbors(BOX, cells, RADIUS + skin, skin, ordered, 1.25, block_atoms, dense)
 
 
 # 700 atoms in one block, or in blocks of 128 (the last one padded).
@@ -74,6 +74,27 @@ def test_pairs_equal_brute_force_in_a_triclinic_cell(atoms, ordered, block_atoms
     else:
         assert len(pairs) == 2 * len(expected)
         assert set(pairs) == expected | {(j, i) for i, j in expected}
+
+
+def test_dense_rows_equal_brute_force(atoms):
+    expected = brute_force_pairs(atoms, BOX, RADIUS + 1.0)
+    neighbors = builder(False, dense=True).allocate(jnp.asarray(atoms))
+    assert not bool(neighbors.did_buffer_overflow)
+    idx = np.asarray(neighbors.idx)
+    assert idx.shape[0] == len(atoms)
+
+    rows = [set(row[row < len(atoms)].tolist()) for row in idx]
+    assert sum(len(row) for row in rows) == 2 * len(expected)   # no partner twice in a row
+    assert sum(int(np.sum(row < len(atoms))) for row in idx) == 2 * len(expected)
+    assert {(i, j) for i, row in enumerate(rows) for j in row if i < j} == expected
+    assert all(j in rows[i] for i, row in enumerate(rows) for j in row)     # symmetric
+
+
+def test_dense_rows_overflow_is_flagged(atoms):
+    fns = builder(False, dense=True)
+    neighbors = fns.allocate(jnp.asarray(atoms))
+    squeezed = jnp.asarray(atoms) * 0.6
+    assert bool(jax.jit(fns.update)(squeezed, neighbors).did_buffer_overflow)
 
 
 def test_update_rebuilds_only_past_half_the_skin_and_flags_overflow(atoms):

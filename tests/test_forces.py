@@ -201,6 +201,55 @@ def test_mixture_pair_energy(tmp_path):
     assert energy == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
+def reference_pair_energy_and_forces(simulation, pair_fn, params, coordinates):
+    """The straightforward implementation the engine's pair kernel replaced:
+    jax-md's ``smap`` on a half (OrderedSparse) list, forces by autodiff."""
+    from jax_md import partition, smap, space
+
+    from mdengine.neighbors import make_neighbor_builder
+    system = simulation.system
+    species = jnp.asarray(system.species) if len(system.species_names) > 1 else None
+    energy_fn = smap.pair_neighbor_list(pair_fn, space.metric(simulation.displacement_fn),
+                                        species=species, **params)
+    builder = make_neighbor_builder(system, simulation.displacement_fn, params["cutoff"], 0.5, 1.25,
+                                    partition.OrderedSparse, jnp.float64)
+    energy, gradient = jax.value_and_grad(energy_fn)(coordinates, builder.allocate(coordinates))
+    return float(energy), -np.asarray(gradient)
+
+
+def test_dense_pair_kernel_equals_half_list_autodiff(tmp_path):
+    # A sheared two-species cell, large enough for the full-shell cell list.
+    from mdengine.potentials.pair import lennard_jones_pair
+    side = 7 * 5.9
+    cell = np.array([[side, 0.0, 0.0], [3.0, side, 0.0], [-2.0, 2.5, side]])
+    fractional = fcc_positions(5.9, 7, 0.4, seed=8) / side
+    elements = ["Kr" if i % 3 == 1 else "Ar" for i in range(len(fractional))]
+    write_extxyz(tmp_path / "mix.xyz", elements, fractional @ cell, cell=cell)
+    simulation = build(tmp_path, {"structure": "mix.xyz"}, mixture_potential())
+    assert simulation.neighbors.uses_cell_list
+
+    # Both sums are float64 in another order, so they agree to about 1e-15 of
+    # the largest terms; 1e-12 relative leaves room for that.
+    coordinates = jnp.asarray(simulation.system.fractional())
+    energy, forces = simulation.single_point()
+    argon, krypton = ARGON_LJ["species"]["Ar"], KRYPTON
+    sigma = np.array([[argon["sigma_A"], (argon["sigma_A"] + krypton["sigma_A"]) / 2],
+                      [(argon["sigma_A"] + krypton["sigma_A"]) / 2, krypton["sigma_A"]]])
+    epsilon = np.sqrt(np.outer([argon["epsilon_eV"], krypton["epsilon_eV"]],
+                               [argon["epsilon_eV"], krypton["epsilon_eV"]]))
+    x6 = (sigma / 8.5) ** 6
+    params = dict(sigma=jnp.asarray(sigma), epsilon=jnp.asarray(epsilon), cutoff=8.5,
+                  shift=jnp.asarray(4 * epsilon * (x6 * x6 - x6)))
+    species_order = simulation.system.species_names
+    assert list(species_order) == ["Ar", "Kr"]
+    expected_energy, expected_forces = reference_pair_energy_and_forces(
+        simulation, lennard_jones_pair, params, coordinates)
+
+    assert energy == pytest.approx(expected_energy, rel=1e-12)
+    scale = np.max(np.abs(expected_forces))
+    np.testing.assert_allclose(forces, expected_forces, rtol=0, atol=1e-12 * scale)
+
+
 # ---------------------------------------------------------------- many-body potentials
 
 

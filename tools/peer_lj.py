@@ -181,7 +181,7 @@ def worker_mdengine(cells: int, steps: int, work_dir: Path) -> None:
         jax.block_until_ready(output.state.position)
         if not bool(output.neighbor.did_buffer_overflow):
             break
-        neighbor = simulation.neighbors.grow(state.position, neighbor)
+        neighbor = simulation.neighbors.grow(state.position, neighbor, output.neighbor)
     else:
         raise RuntimeError("the neighbor list still overflows after two reallocations")
 
@@ -268,7 +268,7 @@ def worker_profile(cells: int, steps: int, work_dir: Path) -> None:
         state, neighbor, rebuilds, loop_ms = replay(initial_state, initial_neighbor)
         if not bool(neighbor.did_buffer_overflow):
             break
-        initial_neighbor = simulation.neighbors.grow(initial_state.position, initial_neighbor)
+        initial_neighbor = simulation.neighbors.grow(initial_state.position, initial_neighbor, neighbor)
     else:
         raise RuntimeError("the neighbor list still overflows after two reallocations")
 

@@ -19,9 +19,13 @@ class Potential:
       cutoff_A: interaction cutoff (Å); the list radius adds the skin to it.
       neighbor_format: jax-md neighbor-list format the function reads.
       description: one line for logs and summaries.
+      energy_and_force_fn: optional ``(positions, neighbor) -> (energy eV,
+        [N, 3] forces eV/Å)`` computed directly; without it the engine
+        differentiates ``energy_fn``.
     """
 
     energy_fn: Callable
     cutoff_A: float
     neighbor_format: partition.NeighborListFormat
     description: str
+    energy_and_force_fn: Callable | None = None
