@@ -176,16 +176,17 @@ def test_trajectory_formats_round_trip(tmp_path, extension):
 
 
 def test_empty_neighbor_list_grows(tmp_path):
-    # Twelve atoms in a 100 Å box: no pair within the list radius, so the first list holds
-    # no pair (one padding slot). The two approaching pairs must be found by growing the
-    # list, energy exactly 0 until then.
+    # Thirteen atoms in a 100 Å box: no pair within the list radius, so the first list
+    # holds no pair (one padding slot per atom in the dense layout). An approaching pair,
+    # and a third atom that closes in on both, must be found by growing the list, energy
+    # exactly 0 until then.
     rows = [(10, 10, 10), (10, 40, 10), (10, 70, 10), (40, 10, 40), (40, 40, 70), (70, 70, 10),
             (70, 10, 70), (10, 70, 70)]
     lines = [f"Ar {x} {y} {z} 0 0 0" for x, y, z in rows]
-    lines += ["Ar 44 70 40 0.002 0 0", "Ar 56 70 40 -0.002 0 0",
+    lines += ["Ar 44 70 40 0.002 0 0", "Ar 56 70 40 -0.002 0 0", "Ar 50 70 52 0 0 -0.002",
               "Ar 44 10 90 0.002 0 0", "Ar 56 10 90 -0.002 0 0"]
-    path = tmp_path / "twelve.xyz"
-    path.write_text('12\nLattice="100 0 0 0 100 0 0 0 100" Properties=species:S:1:pos:R:3:vel:R:3\n'
+    path = tmp_path / "thirteen.xyz"
+    path.write_text('13\nLattice="100 0 0 0 100 0 0 0 100" Properties=species:S:1:pos:R:3:vel:R:3\n'
                     + "\n".join(lines) + "\n")
     spec = argon_input(steps=3000, precision="float64", velocities={"source": "structure"},
                        integrator={"ensemble": "nve", "timestep_fs": 1.0},
