@@ -37,7 +37,7 @@ from jax_md import partition
 # lexicographic order: each pair of adjacent cells appears exactly once.
 HALF_SHELL = np.array([(0, 0, 0)] + [o for o in itertools.product((-1, 0, 1), repeat=3)
                                      if o > (0, 0, 0)], dtype=np.int32)
-# All 27 cells around an atom's own: the dense list holds both directions of a pair.
+# The atom's own cell and its 26 neighbors: the dense list contains both directions of a pair.
 FULL_SHELL = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.int32)
 # Atoms per block of the dense search; its [B, 27, M] temporaries then stay in cache.
 DENSE_BLOCK_ATOMS = 256
