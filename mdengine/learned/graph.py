@@ -30,6 +30,8 @@ class Edges(NamedTuple):
         by segment sums over N atoms).
       src: ``[E]`` int32 source atoms, clamped into range for masked edges.
       mask: ``[E]`` bool, True for real edges inside the cutoff.
+      rows: K when the edges come from a dense ``[N, K]`` list, in row order
+        (edge e ends at atom e // K); 0 otherwise.
     """
 
     vectors: jax.Array
@@ -37,6 +39,7 @@ class Edges(NamedTuple):
     dst: jax.Array
     src: jax.Array
     mask: jax.Array
+    rows: int = 0
 
 
 def make_edges(vectors, dst, src, valid, n_atoms: int, cutoff_A: float) -> Edges:
@@ -83,15 +86,39 @@ def neighbor_edges(positions, idx, displacement_fn, cutoff_A: float) -> Edges:
     return make_edges(vectors, dst, src, valid, n_atoms, cutoff_A)
 
 
+def dense_neighbor_edges(positions, idx, displacement_fn, cutoff_A: float) -> Edges:
+    """Edges from a jax-md dense neighbor list, in row order.
+
+    Args:
+      positions: ``[N, 3]`` engine coordinates.
+      idx: ``[N, K]`` int neighbor indices: row i lists the atoms that send
+        to atom i; padding entries equal N.
+      displacement_fn: ``displacement_fn(Ra, Rb) -> Ra − Rb`` in Cartesian Å.
+      cutoff_A: model cutoff (Å).
+    """
+    n_atoms, rows = idx.shape
+    dst = jnp.repeat(jnp.arange(n_atoms, dtype=jnp.int32), rows)
+    src = idx.reshape(-1)
+    valid = (src < n_atoms) & (src != dst)
+    vectors = jax.vmap(displacement_fn)(positions[src], positions[dst])
+    edges = make_edges(vectors, dst, src, valid, n_atoms, cutoff_A)
+    return edges._replace(rows=rows)
+
+
 def cosine_cutoff(distances, cutoff_A: float):
     """Behler's cosine cutoff ½[cos(π r / r_c) + 1] for r < r_c, else 0 (dimensionless)."""
     inside = distances < cutoff_A
     return jnp.where(inside, 0.5 * (jnp.cos(jnp.pi * distances / cutoff_A) + 1.0), 0.0)
 
 
-def gather_sum(values, dst, n_atoms: int):
+def gather_sum(values, dst, n_atoms: int, rows: int = 0):
     """Sum per-edge ``values [E, ...]`` onto destination atoms: ``[N, ...]``.
 
-    Indices equal to ``n_atoms`` (masked edges) are dropped.
+    Indices equal to ``n_atoms`` (masked edges) are dropped. With ``rows``
+    (edges of a dense list, in row order) the sum runs along each row
+    instead, so the values of masked edges must already be zero. A row sum
+    needs no scatter-add, in the forward pass or in its gradient.
     """
+    if rows:
+        return jnp.sum(values.reshape(n_atoms, rows, *values.shape[1:]), axis=1)
     return jax.ops.segment_sum(values, dst, num_segments=n_atoms)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mdengine.config import InputError
 from mdengine.learned import architectures
-from mdengine.learned.graph import neighbor_edges
+from mdengine.learned.graph import dense_neighbor_edges, neighbor_edges
 from mdengine.learned.schnet import SchNet, filter_tables
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,13 @@ class LoadedModel:
         scale = jnp.asarray([d.energy_scale_eV[s] for s in self.species], dtype)
         return shift, scale
 
-    def atomic_energy_fn(self, displacement_fn, dtype, tabulate_filters: bool = False):
-        """``fn(species [N] int32, positions [N, 3], idx [2, C]) -> [N]`` per-atom energies (eV).
+    def atomic_energy_fn(self, displacement_fn, dtype, tabulate_filters: bool = False,
+                         dense: bool = False):
+        """``fn(species [N] int32, positions [N, 3], idx) -> [N]`` per-atom energies (eV).
 
         ``positions`` are in the coordinates ``displacement_fn`` expects;
-        ``idx`` is a jax-md sparse neighbor list's ``idx`` (padding = N).
+        ``idx`` is a jax-md sparse neighbor list's ``idx`` ``[2, C]``, or with
+        ``dense`` a dense list's ``[N, K]`` (padding = N in both).
         Parameters are cast to ``dtype``. With ``tabulate_filters`` a SchNet
         evaluates its filter networks as tabulated splines
         (:mod:`mdengine.learned.filter_table`); the networks themselves are
@@ -122,7 +124,8 @@ class LoadedModel:
             options["tables"] = filter_tables(params, module.spec, dtype)
 
         def fn(species, positions, idx):
-            edges = neighbor_edges(positions, idx, displacement_fn, cutoff)
+            edges = (dense_neighbor_edges if dense else neighbor_edges)(positions, idx, displacement_fn,
+                                                                      cutoff)
             return architectures.atomic_energies(module, params, shift, scale, species, edges,
                                                  **options)
 

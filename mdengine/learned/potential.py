@@ -10,6 +10,7 @@ from jax_md import partition
 from mdengine.config import InputError, LearnedPotential
 from mdengine.learned.filter_table import TABLE_MIN_ATOMS
 from mdengine.learned.model_io import load_model
+from mdengine.learned.schnet import SchNet
 from mdengine.potentials.base import Potential
 
 
@@ -46,14 +47,18 @@ def build_learned_potential(spec: LearnedPotential, system, displacement_fn, bas
     path = (Path(base_dir) / spec.model).resolve()
     model = load_model(path)
     species = species_indices(model.species, system, path)
+    # SchNet sums its messages along the rows of a dense list; the equivariant
+    # network's e3x layers take sparse edges.
+    dense = isinstance(model.module, SchNet)
     atomic_energy_fn = model.atomic_energy_fn(displacement_fn, dtype,
-                                              tabulate_filters=system.n_atoms >= TABLE_MIN_ATOMS)
+                                              tabulate_filters=system.n_atoms >= TABLE_MIN_ATOMS,
+                                              dense=dense)
 
     def energy_fn(positions, neighbor):
         return jnp.sum(atomic_energy_fn(species, positions, neighbor.idx))
 
     arch = model.description.model.architecture
     return Potential(energy_fn=energy_fn, cutoff_A=model.cutoff_A,
-                     neighbor_format=partition.Sparse,
+                     neighbor_format=partition.Dense if dense else partition.Sparse,
                      description=f"learned {arch} {path.name} ({', '.join(model.species)}; "
                                  f"cutoff {model.cutoff_A:g} Å)")

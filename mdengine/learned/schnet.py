@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from mdengine.learned.filter_table import (DEFAULT_SPACING_A, FilterTable, dense, interpolate,
                                            tabulate)
 from mdengine.learned.graph import Edges, cosine_cutoff, gather_sum
+from mdengine.learned.row_messages import row_messages
 
 
 class SchNetSpec(BaseModel):
@@ -134,12 +135,18 @@ class Interaction(nn.Module):
         if table is None:
             filters = nn.Dense(width, name="filter_in")(expansion)
             filters = nn.Dense(width, name="filter_out")(activation(filters))
-        else:
+        elif not edges.rows:
             filters = interpolate(table, edges.distances)
-        weight = cosine_cutoff(edges.distances, self.cutoff_A) * edges.mask
-        filters = filters * weight[:, None]
         x = nn.Dense(width, use_bias=False, name="atomwise")(h)
-        messages = gather_sum(x[edges.src] * filters, edges.dst, h.shape[0])
+        if table is not None and edges.rows:
+            shape = (h.shape[0], edges.rows)
+            messages = row_messages(x, edges.distances.reshape(shape), edges.src.reshape(shape),
+                                    table, self.cutoff_A)
+        else:
+            weight = cosine_cutoff(edges.distances, self.cutoff_A) * edges.mask
+            # Masked edges carry a zero weight, so their messages are exact zeros.
+            messages = gather_sum(x[edges.src] * (filters * weight[:, None]), edges.dst, h.shape[0],
+                                  edges.rows)
         v = nn.Dense(self.features, use_bias=self.update_bias, name="update_in")(messages)
         v = nn.Dense(self.features, use_bias=self.update_bias, name="update_out")(activation(v))
         return h + v
