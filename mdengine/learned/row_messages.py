@@ -38,7 +38,7 @@ def row_messages(x, distances, idx, table: FilterTable, cutoff_A: float):
 
     Args:
       x: ``[N, F]`` atom features.
-      distances: ``[N, K]`` edge lengths (Å); padded and masked slots hold a
+      distances: ``[N, K]`` edge lengths (Å); padded and masked slots have a
         length beyond the cutoff, so their filters are zero.
       idx: ``[N, K]`` int32 partners, each in range (masked slots any atom).
         The list must be symmetric: j in row i exactly when i in row j.
@@ -47,7 +47,7 @@ def row_messages(x, distances, idx, table: FilterTable, cutoff_A: float):
 
     Gradients flow to ``x`` and ``distances``, not to the table.
     """
-    n, k = idx.shape
+    n = idx.shape[0]
     padded = -(-n // BLOCK_ATOMS) * BLOCK_ATOMS
     if padded != n:
         # Padding rows send nothing and receive nothing: zero filters, partner 0.
@@ -88,14 +88,14 @@ def _messages_backward(spacing, cutoff_A, saved, cotangent):
 
     def block(arguments):
         rows, lengths, incoming = arguments
-        weights, slopes_r = jax.jvp(lambda r: _weights(r, values, slopes, spacing, cutoff_A),
+        weights, weight_slopes = jax.jvp(lambda r: _weights(r, values, slopes, spacing, cutoff_A),
                                     (lengths,), (jnp.ones_like(lengths),))
         to_x = jnp.sum(weights * cotangent[rows], axis=1)
-        to_distances = jnp.sum(x[rows] * incoming[:, None, :] * slopes_r, axis=-1)
+        to_distances = jnp.sum(x[rows] * incoming[:, None, :] * weight_slopes, axis=-1)
         return to_x, to_distances
 
     to_x, to_distances = lax.map(block, (_blocks(idx), _blocks(distances), _blocks(cotangent)))
-    # Rows past N are padding; they hold no partner of a real atom.
+    # Rows past N are padding, and no real atom has them as partners.
     to_x = to_x.reshape(idx.shape[0], -1)[:n]
     return (to_x, to_distances.reshape(distances.shape), None,
             jnp.zeros_like(values), jnp.zeros_like(slopes))
