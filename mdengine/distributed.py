@@ -26,6 +26,9 @@ from mdengine.config import InputError
 
 log = logging.getLogger(__name__)
 
+# Seconds every process waits for the others to connect before giving up.
+STARTUP_TIMEOUT_S = 300
+
 
 def initialize(coordinator: str, num_processes: int | None, process_id: int | None) -> None:
     """Join a multi-process run before any JAX array is created.
@@ -45,10 +48,14 @@ def initialize(coordinator: str, num_processes: int | None, process_id: int | No
         if num_processes is None or process_id is None:
             raise InputError("--coordinator HOST:PORT needs --num-processes and --process-id "
                              "(or use --coordinator auto on a cluster JAX can detect)")
+        if num_processes < 1:
+            raise InputError(f"--num-processes {num_processes}: must be at least 1")
         if not 0 <= process_id < num_processes:
             raise InputError(f"--process-id {process_id}: must be in 0 … {num_processes - 1}")
+        log.info("process %d: waiting up to %d s for all %d processes at %s", process_id,
+                 STARTUP_TIMEOUT_S, num_processes, coordinator)
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
+                                   process_id=process_id, initialization_timeout=STARTUP_TIMEOUT_S)
     log.info("process %d of %d: %d local and %d global devices", jax.process_index(),
              jax.process_count(), jax.local_device_count(), jax.device_count())
 

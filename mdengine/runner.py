@@ -245,10 +245,11 @@ def _state_template(simulation: Simulation, phase_index: int) -> MDState:
             lambda leaf: jax.ShapeDtypeStruct((simulation.replicas, *leaf.shape), leaf.dtype), base)
     init = simulation.batched(phase.integrator.init_fn, (0, None))
     template = jax.eval_shape(lambda state: init(state, kT), base)
-    if simulation.sharding is None:
-        return template
+    # An explicit placement lets orbax restore a checkpoint written on another
+    # device layout (for example 4 devices, resumed on 1).
+    sharding = simulation.sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree_util.tree_map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=simulation.sharding), template)
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding), template)
 
 
 def _restore(simulation: Simulation, checkpointer: Checkpointer | None, output_dir: Path):

@@ -134,6 +134,23 @@ def test_replica_run_resumes_bit_identically(tmp_path):
                                       frames(tmp_path / f"straight/trajectory.replica{r}.dcd"))
 
 
+def test_checkpoint_from_two_devices_resumes_on_one(tmp_path):
+    # Orbax records the device layout a checkpoint was written on; the restore
+    # must place the arrays on this run's devices instead of rejecting them.
+    spec = replica_input(2, steps=120)
+    spec["output"]["checkpoint"] = {"interval_steps": 60}
+    run(spec, tmp_path / "straight")
+
+    half = copy.deepcopy(spec)
+    half["run"]["steps"] = 60
+    assert "devices 2 sharded True" in run_with_devices(half, tmp_path / "split", 2)
+    spec["output"]["directory"] = str(tmp_path / "split")
+    execute(build(spec), tmp_path / "split", resume=True)
+
+    assert not (tmp_path / "split/checkpoints.corrupt").exists()
+    assert (tmp_path / "split/thermo.csv").read_bytes() == (tmp_path / "straight/thermo.csv").read_bytes()
+
+
 def test_replica_count_change_is_refused_on_resume(tmp_path):
     from mdengine.config import InputError
     spec = replica_input(2, steps=20)
