@@ -117,38 +117,40 @@ def test_overflow_in_any_replica_regrows_and_redoes(tmp_path):
                                rtol=1e-9)
 
 
-def test_replica_run_resumes_bit_identically(tmp_path):
+def straight_and_split(tmp_path, run_first_half):
+    """Run 2 replicas for 120 steps straight, and as 60 steps by ``run_first_half(spec,
+    directory)`` resumed here to 120. Returns the two output directories."""
     spec = replica_input(2, steps=120)
     spec["output"]["checkpoint"] = {"interval_steps": 60}
     run(spec, tmp_path / "straight")
 
     half = copy.deepcopy(spec)
     half["run"]["steps"] = 60
-    run(half, tmp_path / "split")
+    run_first_half(half, tmp_path / "split")
     spec["output"]["directory"] = str(tmp_path / "split")
     execute(build(spec), tmp_path / "split", resume=True)
+    return tmp_path / "straight", tmp_path / "split"
 
-    assert (tmp_path / "split/thermo.csv").read_bytes() == (tmp_path / "straight/thermo.csv").read_bytes()
+
+def test_replica_run_resumes_bit_identically(tmp_path):
+    straight, split = straight_and_split(tmp_path, run)
+
+    assert (split / "thermo.csv").read_bytes() == (straight / "thermo.csv").read_bytes()
     for r in range(2):
-        np.testing.assert_array_equal(frames(tmp_path / f"split/trajectory.replica{r}.dcd"),
-                                      frames(tmp_path / f"straight/trajectory.replica{r}.dcd"))
+        np.testing.assert_array_equal(frames(split / f"trajectory.replica{r}.dcd"),
+                                      frames(straight / f"trajectory.replica{r}.dcd"))
 
 
 def test_checkpoint_from_two_devices_resumes_on_one(tmp_path):
     # Orbax records the device layout a checkpoint was written on; the restore
     # must place the arrays on this run's devices instead of rejecting them.
-    spec = replica_input(2, steps=120)
-    spec["output"]["checkpoint"] = {"interval_steps": 60}
-    run(spec, tmp_path / "straight")
+    def on_two_devices(spec, directory):
+        assert "devices 2 sharded True" in run_with_devices(spec, directory, 2)
 
-    half = copy.deepcopy(spec)
-    half["run"]["steps"] = 60
-    assert "devices 2 sharded True" in run_with_devices(half, tmp_path / "split", 2)
-    spec["output"]["directory"] = str(tmp_path / "split")
-    execute(build(spec), tmp_path / "split", resume=True)
+    straight, split = straight_and_split(tmp_path, on_two_devices)
 
-    assert not (tmp_path / "split/checkpoints.corrupt").exists()
-    assert (tmp_path / "split/thermo.csv").read_bytes() == (tmp_path / "straight/thermo.csv").read_bytes()
+    assert not (split / "checkpoints.corrupt").exists()
+    assert (split / "thermo.csv").read_bytes() == (straight / "thermo.csv").read_bytes()
 
 
 def test_replica_count_change_is_refused_on_resume(tmp_path):
