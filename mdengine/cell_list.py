@@ -45,6 +45,15 @@ DENSE_BLOCK_ATOMS = 256
 PREFIX_GROUP = 8
 
 
+def cartesian_components(box: np.ndarray, fractional: list) -> list:
+    """Return the Cartesian components (Å) of fractional ``[dx, dy, dz]`` arrays.
+
+    ``box`` ``[3, 3]`` has the lattice vectors as columns. It is a NumPy
+    constant, so its zero entries are skipped when tracing.
+    """
+    return [sum(float(row[b]) * fractional[b] for b in range(3) if row[b] != 0.0) for row in box]
+
+
 def _ones_triangle(size: int, strict: bool):
     """``[size, size]`` float32 with ones on and above the diagonal (above it only if ``strict``)."""
     return jnp.asarray(np.triu(np.ones((size, size), np.float32), 1 if strict else 0))
@@ -193,26 +202,23 @@ class CellListNeighbors:
         needed = found if self.ordered else 2 * found
         return jnp.stack([receivers, senders]), needed, jnp.max(occupancy)
 
-    def _dense_rows(self, position, table, atoms, cell_capacity: int, row_capacity: int):
+    def _dense_rows(self, position, table, coordinates, atoms, row_capacity: int):
         """``([B, K] partners of ``atoms`` within the radius, padding N; [B] counts)``.
 
         Candidates come from the 27 cells around each atom. Their coordinates
-        are read as whole cell rows from per-axis tables, with NaN in empty
-        slots, so no comparison accepts them.
+        are read as whole cell rows from the per-axis ``coordinates`` tables.
         """
         n = position.shape[0]
         counts = jnp.asarray(self.cells, jnp.int32)
-        empty = table >= n
-        member = jnp.minimum(table, n - 1)
         own = self._cell_of(position[atoms])
         cells = self._hash((own[:, None, :] + FULL_SHELL[None]) % counts)   # [B, 27]
         partner = table[cells]                                               # [B, 27, M]
         difference = []
         for axis in range(3):
-            coordinate = jnp.where(empty, jnp.nan, position[member, axis])
-            d = coordinate[cells] - position[atoms, axis][:, None, None]
+            d = coordinates[axis][cells] - position[atoms, axis][:, None, None]
             difference.append(d - jnp.round(d))
-        r2 = self._square_length(difference)
+        cartesian = cartesian_components(self.box, difference)
+        r2 = cartesian[0] ** 2 + cartesian[1] ** 2 + cartesian[2] ** 2
         mask = (partner != atoms[:, None, None]) & (r2 < self.radius_A**2)
 
         running = inclusive_prefix(mask)
@@ -225,23 +231,18 @@ class CellListNeighbors:
         rows_out = rows_out.at[where].set(partner.reshape(-1), mode="drop")
         return rows_out.reshape(size, row_capacity), found
 
-    def _square_length(self, difference):
-        """Squared Cartesian length (Å²) of fractional ``[dx, dy, dz]`` arrays; zero
-        entries of the cell matrix are skipped when tracing."""
-        total = 0.0
-        for row in self.box:
-            component = sum(float(row[b]) * difference[b] for b in range(3) if row[b] != 0.0)
-            total = total + component * component
-        return total
-
     def _build_dense(self, position, cell_capacity: int, row_capacity: int):
         """``(idx [N, K], largest row count, largest cell occupancy)``."""
         n = position.shape[0]
         table, occupancy = self._cell_table(position, cell_capacity)
+        # Per-axis coordinates of each cell slot, NaN in empty slots so that no
+        # distance test accepts them. Built once for all blocks.
+        member = jnp.minimum(table, n - 1)
+        coordinates = [jnp.where(table >= n, jnp.nan, position[member, axis]) for axis in range(3)]
         size = min(n, DENSE_BLOCK_ATOMS)
         blocks = -(-n // size)
         atoms = jnp.minimum(jnp.arange(size * blocks, dtype=jnp.int32), n - 1).reshape(blocks, size)
-        rows, found = lax.map(lambda a: self._dense_rows(position, table, a, cell_capacity, row_capacity),
+        rows, found = lax.map(lambda a: self._dense_rows(position, table, coordinates, a, row_capacity),
                               atoms)
         return rows.reshape(-1, row_capacity)[:n], jnp.max(found), jnp.max(occupancy)
 

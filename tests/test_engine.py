@@ -177,7 +177,7 @@ def test_trajectory_formats_round_trip(tmp_path, extension):
 
 def test_empty_neighbor_list_grows(tmp_path):
     # Thirteen atoms in a 100 Å box: no pair within the list radius, so the first list
-    # holds no pair (one padding slot per atom in the dense layout). An approaching pair,
+    # contains no pair (one padding slot per atom in the dense layout). An approaching pair,
     # and a third atom that closes in on both, must be found by growing the list, energy
     # exactly 0 until then.
     rows = [(10, 10, 10), (10, 40, 10), (10, 70, 10), (40, 10, 40), (40, 40, 70), (70, 70, 10),

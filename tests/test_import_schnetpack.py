@@ -178,14 +178,20 @@ def error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
 
 
+def only_error_line(capsys) -> str:
+    """Return the single ``error:`` line on stderr, asserting there is exactly one."""
+    lines = error_lines(capsys)
+    assert len(lines) == 1
+    return lines[0]
+
+
 def test_not_an_export_is_rejected(tmp_path, capsys):
     path = tmp_path / "other.npz"
     np.savez(path, weights=np.zeros(3))
     assert import_cli(path, tmp_path / "out") == 2
-    lines = error_lines(capsys)
-    assert len(lines) == 1
-    assert str(path) in lines[0]
-    assert "not a neutral schnetpack export" in lines[0]
+    line = only_error_line(capsys)
+    assert str(path) in line
+    assert "not a neutral schnetpack export" in line
 
 
 def test_torch_file_without_torch_is_rejected(tmp_path, capsys):
@@ -197,10 +203,9 @@ def test_torch_file_without_torch_is_rejected(tmp_path, capsys):
     path = tmp_path / "model.pt"
     path.write_bytes(b"not really a torch file")
     assert import_cli(path, tmp_path / "out") == 2
-    lines = error_lines(capsys)
-    assert len(lines) == 1
-    assert str(path) in lines[0]
-    assert "export_schnetpack.py" in lines[0]
+    line = only_error_line(capsys)
+    assert str(path) in line
+    assert "export_schnetpack.py" in line
 
 
 def test_species_beyond_table_is_rejected(tmp_path, capsys):

@@ -253,10 +253,11 @@ def replicated_water32(repeats: int) -> tuple[list[str], np.ndarray, np.ndarray]
 
 @pytest.mark.parametrize("case", ["small periodic", "small free", "cell list"])
 def test_schnet_dense_rows_equal_sparse_edges(tmp_path, case):
-    # The engine runs SchNet on a dense list and sums messages along its rows
-    # (with 32 atoms or more, in blocks, with a gradient built from the rows);
-    # the model API on a sparse list uses segment sums. Both are float64 sums
-    # of the same terms in another order, so they agree to 1e-12 relative.
+    # The engine runs SchNet on a dense list and sums messages along its rows.
+    # With 32 atoms or more it sums them in blocks, with a gradient built from
+    # the rows. The model API on a sparse list uses segment sums instead. Both
+    # are float64 sums of the same terms in another order, so they agree to
+    # 1e-12 relative.
     write_model(tmp_path / "model", "schnet")
     periodic = case != "small free"
     if case == "cell list":

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax_md import partition
 
+from mdengine.cell_list import cartesian_components
 from mdengine.config import (InputError, LennardJonesPotential, MorsePotential,
                              SoftSpherePotential)
 from mdengine.potentials.base import Potential
@@ -133,8 +134,7 @@ def dense_energy_and_force(pair_fn, params: dict, species, system):
         difference = [position[:, a][partner] - position[:, a][:, None] for a in range(3)]
         if box is not None:
             fractional = [d - jnp.round(d) for d in difference]
-            difference = [sum(float(box[a, b]) * fractional[b] for b in range(3) if box[a, b] != 0.0)
-                          for a in range(3)]
+            difference = cartesian_components(box, fractional)
         r2 = difference[0] ** 2 + difference[1] ** 2 + difference[2] ** 2
         inside = (neighbor.idx < n) & (r2 > 0)
         r = jnp.sqrt(jnp.where(inside, r2, 1.0))
