@@ -22,7 +22,6 @@ from jax_md import partition, space
 
 from mdengine.config import InputError, InputSpec
 from mdengine.learned.equivariant import EquivariantSpec
-from mdengine.learned.filter_table import TABLE_MIN_ATOMS
 from mdengine.learned.model_io import load_model, new_model, save_model
 from mdengine.learned.schnet import SchNetSpec
 from mdengine.simulation import Simulation
@@ -283,7 +282,7 @@ def test_schnet_dense_rows_equal_sparse_edges(tmp_path, case):
     idx = sparse.allocate(coordinates).idx
     model = load_model(tmp_path / "model")
     atomic = model.atomic_energy_fn(simulation.displacement_fn, jnp.float64,
-                                    tabulate_filters=len(elements) >= TABLE_MIN_ATOMS)
+                                    tabulate_filters=True)
     species = jnp.asarray([SPECIES.index(e) for e in elements], jnp.int32)
     expected_energy, gradient = jax.jit(jax.value_and_grad(
         lambda r: jnp.sum(atomic(species, r, idx))))(coordinates)

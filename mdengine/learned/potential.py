@@ -8,7 +8,6 @@ import jax.numpy as jnp
 from jax_md import partition
 
 from mdengine.config import InputError, LearnedPotential
-from mdengine.learned.filter_table import TABLE_MIN_ATOMS
 from mdengine.learned.model_io import load_model
 from mdengine.learned.schnet import SchNet
 from mdengine.potentials.base import Potential
@@ -51,7 +50,7 @@ def build_learned_potential(spec: LearnedPotential, system, displacement_fn, bas
     # network's e3x layers take sparse edges.
     dense = isinstance(model.module, SchNet)
     atomic_energy_fn = model.atomic_energy_fn(displacement_fn, dtype,
-                                              tabulate_filters=system.n_atoms >= TABLE_MIN_ATOMS,
+                                              tabulate_filters=True,
                                               dense=dense)
 
     def energy_fn(positions, neighbor):

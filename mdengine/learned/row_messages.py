@@ -69,13 +69,24 @@ def _blocks(array):
     return array.reshape(-1, BLOCK_ATOMS, *array.shape[1:])
 
 
+def _map_blocks(fn, arrays):
+    """``fn`` over the leading block axis of ``arrays``, results stacked.
+
+    A single block (systems of up to ``BLOCK_ATOMS`` atoms) is computed
+    without the loop.
+    """
+    if arrays[0].shape[0] == 1:
+        return jax.tree.map(lambda a: a[None], fn(tuple(a[0] for a in arrays)))
+    return lax.map(fn, arrays)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _messages(x, distances, idx, values, slopes, spacing, cutoff_A):
     def block(arguments):
         rows, lengths = arguments
         return jnp.sum(x[rows] * _weights(lengths, values, slopes, spacing, cutoff_A), axis=1)
 
-    return lax.map(block, (_blocks(idx), _blocks(distances))).reshape(idx.shape[0], x.shape[1])
+    return _map_blocks(block, (_blocks(idx), _blocks(distances))).reshape(idx.shape[0], x.shape[1])
 
 
 def _messages_forward(x, distances, idx, values, slopes, spacing, cutoff_A):
@@ -94,7 +105,7 @@ def _messages_backward(spacing, cutoff_A, saved, cotangent):
         to_distances = jnp.sum(x[rows] * incoming[:, None, :] * weight_slopes, axis=-1)
         return to_x, to_distances
 
-    to_x, to_distances = lax.map(block, (_blocks(idx), _blocks(distances), _blocks(cotangent)))
+    to_x, to_distances = _map_blocks(block, (_blocks(idx), _blocks(distances), _blocks(cotangent)))
     # Rows past N are padding, and no real atom has them as partners.
     to_x = to_x.reshape(idx.shape[0], -1)[:n]
     return (to_x, to_distances.reshape(distances.shape), None,
