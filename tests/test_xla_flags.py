@@ -18,18 +18,18 @@ def flags_after_import(environment: dict) -> str:
     return result.stdout.strip()
 
 
-def test_import_adds_the_ynnpack_setting_to_other_flags():
+def test_import_appends_ynnpack_setting():
     flags = flags_after_import({"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"})
     assert flags.split() == ["--xla_cpu_multi_thread_eigen=false",
                              f"{xla_flags.YNN_FLAG}={xla_flags.YNN_SETTING}"]
 
 
-def test_a_users_ynnpack_setting_is_kept():
+def test_import_keeps_user_ynnpack_setting():
     own = f"{xla_flags.YNN_FLAG}=LIBRARY_FUSION_TYPE_INVALID"
     assert flags_after_import({"XLA_FLAGS": own}) == own
 
 
-def test_an_untested_jaxlib_gets_no_flag(monkeypatch):
+def test_untested_jaxlib_gets_no_flag(monkeypatch):
     monkeypatch.setattr(xla_flags, "_jaxlib_version", lambda: "9.9.9")
     environ = {}
     assert not xla_flags.apply_cpu_defaults(environ)
