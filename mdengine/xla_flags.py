@@ -53,5 +53,6 @@ def apply_cpu_defaults(environ=os.environ) -> bool:
     current = environ.get("XLA_FLAGS", "")
     if YNN_FLAG in current:
         return False
-    environ["XLA_FLAGS"] = f"{current} {YNN_FLAG}={YNN_SETTING}".strip()
+    # First, because XLA stops reading flags at a word that does not start with "--".
+    environ["XLA_FLAGS"] = f"{YNN_FLAG}={YNN_SETTING} {current}".strip()
     return True

@@ -18,10 +18,10 @@ def flags_after_import(environment: dict) -> str:
     return result.stdout.strip()
 
 
-def test_import_appends_ynnpack_setting():
+def test_import_prepends_ynnpack_setting():
     flags = flags_after_import({"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"})
-    assert flags.split() == ["--xla_cpu_multi_thread_eigen=false",
-                             f"{xla_flags.YNN_FLAG}={xla_flags.YNN_SETTING}"]
+    assert flags.split() == [f"{xla_flags.YNN_FLAG}={xla_flags.YNN_SETTING}",
+                             "--xla_cpu_multi_thread_eigen=false"]
 
 
 def test_import_keeps_user_ynnpack_setting():
