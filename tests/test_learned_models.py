@@ -250,15 +250,15 @@ def replicated_water32(repeats: int) -> tuple[list[str], np.ndarray, np.ndarray]
     return atoms.get_chemical_symbols(), atoms.positions, np.asarray(atoms.cell[:])
 
 
-@pytest.mark.parametrize("case", ["small periodic", "small free", "cell list"])
+@pytest.mark.parametrize("case", ["small periodic", "small free", "one block free", "cell list"])
 def test_schnet_dense_rows_equal_sparse_edges(tmp_path, case):
-    # The engine runs SchNet on a dense list and sums messages along its rows.
-    # With 32 atoms or more it sums them in blocks, with a gradient built from
-    # the rows. The model API on a sparse list uses segment sums instead. Both
-    # are float64 sums of the same terms in another order, so they agree to
-    # 1e-12 relative.
+    # The engine runs SchNet on a dense list and sums messages along its rows,
+    # in blocks of 16 atoms (one unpadded block below that), with a gradient
+    # built from the rows. The model API on a sparse list uses segment sums
+    # instead. Both are float64 sums of the same terms in another order, so
+    # they agree to 1e-12 relative.
     write_model(tmp_path / "model", "schnet")
-    periodic = case != "small free"
+    periodic = case not in ("small free", "one block free")
     if case == "cell list":
         elements, positions, cell = replicated_water32(2)
         write_extxyz(tmp_path / "structure.extxyz", elements, positions, cell)
@@ -270,6 +270,8 @@ def test_schnet_dense_rows_equal_sparse_edges(tmp_path, case):
         assert simulation.neighbors.uses_cell_list
     else:
         elements, positions = water_box(seed=4)
+        if case == "one block free":
+            elements, positions = elements[:12], positions[:12]
         cell = np.eye(3) * BOX_A
         simulation = build(tmp_path, elements, positions, periodic)
     assert simulation.potential.neighbor_format is partition.Dense

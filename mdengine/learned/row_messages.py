@@ -48,7 +48,8 @@ def row_messages(x, distances, idx, table: FilterTable, cutoff_A: float):
     Gradients flow to ``x`` and ``distances``, not to the table.
     """
     n = idx.shape[0]
-    padded = -(-n // BLOCK_ATOMS) * BLOCK_ATOMS
+    size = min(n, BLOCK_ATOMS)
+    padded = -(-n // size) * size
     if padded != n:
         # Padding rows send nothing and receive nothing: zero filters, partner 0.
         distances = jnp.pad(distances, ((0, padded - n), (0, 0)), constant_values=2.0 * cutoff_A)
@@ -66,14 +67,15 @@ def _weights(distances, values, slopes, spacing, cutoff_A):
 
 
 def _blocks(array):
-    return array.reshape(-1, BLOCK_ATOMS, *array.shape[1:])
+    """Split the leading (atom) axis into blocks of ``BLOCK_ATOMS``, or one block when shorter."""
+    return array.reshape(-1, min(array.shape[0], BLOCK_ATOMS), *array.shape[1:])
 
 
 def _map_blocks(fn, arrays):
     """``fn`` over the leading block axis of ``arrays``, results stacked.
 
-    A single block (systems of up to ``BLOCK_ATOMS`` atoms) is computed
-    without the loop.
+    A single block (systems of up to ``BLOCK_ATOMS`` atoms, unpadded) is
+    computed without the loop.
     """
     if arrays[0].shape[0] == 1:
         return jax.tree.map(lambda a: a[None], fn(tuple(a[0] for a in arrays)))
