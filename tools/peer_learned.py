@@ -33,8 +33,8 @@ velocities, so every run does the same work and a random-weight model stays
 near its starting structure (the final temperature of each run is recorded
 as a stability check). The thread count is
 set with ``taskset`` (cores 0, or 0 and 1) plus ``torch.set_num_threads`` for
-torch and, for one thread, ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1`` for XLA. Each run records the process's CPU
+torch and, for one thread, ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``
+for XLA. Each run records the process's CPU
 time over wall time, which shows how many cores it used.
 
 Output: a printed table and ``--output`` (JSON).
@@ -184,20 +184,25 @@ class Worker:
 
 
 def worker_command(engine: str, threads: int, structure: dict, model_file: Path, model_dir: Path,
-                   peer_python: Path, steps: int, skin_A: float) -> tuple[list[str], dict]:
-    """Command line and environment of one worker, pinned to ``threads`` cores."""
+                   peer_python: Path, steps: int, skin_A: float,
+                   script: Path = Path(__file__).resolve()) -> tuple[list[str], dict]:
+    """Command line and environment of one worker, pinned to ``threads`` cores.
+
+    ``script`` is the tool whose ``--worker ENGINE`` runs the worker. It is this
+    file by default, and tools/peer_equivariant.py passes itself.
+    """
     env = dict(os.environ)
     cores = "0" if threads == 1 else "0,1"
     python = sys.executable if engine == "mdengine" else str(peer_python)
     model = str(model_dir if engine == "mdengine" else model_file)
-    command = ["taskset", "-c", cores, python, str(Path(__file__).resolve()), "--worker", engine,
+    command = ["taskset", "-c", cores, python, str(script), "--worker", engine,
                "--structure", structure["path"], "--model", model, "--threads", str(threads),
                "--steps", str(steps), "--skin", str(skin_A)]
     if structure["periodic"]:
         command.append("--periodic")
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if engine == "mdengine" and threads == 1:
-        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
     if engine != "mdengine":
         env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"   # schnetpack's loaders call torch.load(file)
     return command, env
@@ -283,11 +288,17 @@ def mdengine_worker(args) -> None:
                                              "jax": jax.__version__})
 
 
-def torch_setup(threads: int):
+def torch_threads(threads: int):
+    """Import torch, set ``threads`` intra-op threads and one inter-op thread, and return torch."""
     import torch
 
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
+    return torch
+
+
+def torch_setup(threads: int):
+    torch = torch_threads(threads)
     sys.path.insert(0, str(REPO / "tools" / "peers"))
     import export_schnetpack
 
@@ -355,18 +366,29 @@ def spk_ase_worker(args) -> None:
 
 def torch_sim_worker(args) -> None:
     torch, _ = torch_setup(args.threads)
-    import torch_sim as ts
-    from torch_sim.units import MetalUnits
     from torchsim_schnetpack import SchNetPackModel
 
     sys.path.insert(0, str(REPO / "tools" / "peers"))
     import export_schnetpack
 
+    model = SchNetPackModel(export_schnetpack.load_model(args.model, "float32"), CUTOFF_A,
+                            dtype=torch.float32)
+    serve_torch_sim(model, args, {"engine": "torch-sim"})
+
+
+def serve_torch_sim(model, args, setup: dict) -> None:
+    """Serve timed runs of torch-sim's NVE velocity Verlet with ``model`` (float32, CPU).
+
+    ``args`` gives the structure, periodicity and steps per run. The ready reply
+    is ``setup`` with torch-sim's version added.
+    """
+    import torch
+    import torch_sim as ts
+    from torch_sim.units import MetalUnits
+
     atoms = read_atoms(args.structure, args.periodic)
     if not args.periodic:
         atoms.cell = [50.0, 50.0, 50.0]   # vesin ignores the cell without periodicity
-    model = SchNetPackModel(export_schnetpack.load_model(args.model, "float32"), CUTOFF_A,
-                            dtype=torch.float32)
     state = ts.io.atoms_to_state(atoms, torch.device("cpu"), torch.float32)
     kT = torch.tensor(TEMPERATURE_K * MetalUnits.temperature, dtype=torch.float32)
     dt = torch.tensor(TIMESTEP_FS * 1e-3 * MetalUnits.time, dtype=torch.float32)
@@ -383,10 +405,8 @@ def torch_sim_worker(args) -> None:
         kinetic = 0.5 * torch.sum(s.momenta**2 / s.masses[:, None])
         return float(2 * kinetic / (3 * s.positions.shape[0] - 3) / MetalUnits.temperature)
 
-    import torch_sim
     serve(advance, lambda: current.update(state=copy.deepcopy(initial)), temperature,
-          args.steps, {"engine": "torch-sim",
-                                             "torch_sim": getattr(torch_sim, "__version__", "?")})
+          args.steps, dict(setup, torch_sim=getattr(ts, "__version__", "?")))
 
 
 WORKERS = {"mdengine": mdengine_worker, "spk-md": spk_md_worker, "spk-ase": spk_ase_worker,
@@ -481,40 +501,56 @@ def profile_mdengine(structure: dict, model_dir: Path, skin_A: float, capacity: 
 # ---------------------------------------------------------------- orchestration
 
 
+def alternate_rounds(label: str, commands: dict[str, tuple[list[str], dict]],
+                     repeats: int) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """Start one worker per engine, then run ``repeats`` rounds of one timed run each.
+
+    ``commands`` maps engine → (command line, environment). Returns each
+    engine's ready reply and its runs, in round order.
+    """
+    workers = {}
+    try:
+        for engine, (command, env) in commands.items():
+            log.info("starting %s on %s", engine, label)
+            workers[engine] = Worker(engine, command, env)
+        runs = {engine: [] for engine in workers}
+        for round_index in range(repeats):
+            for engine, worker in workers.items():
+                result = worker.run()
+                runs[engine].append(result)
+                log.info("%s %s round %d: %.1f steps/s, %.2f cores, %.0f K", label, engine,
+                         round_index, result["steps_per_s"], result["cores_used"],
+                         result["temperature_K"])
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {engine: worker.ready for engine, worker in workers.items()}, runs
+
+
+def summarize(system: str, atoms: int, threads: int, engine: str, steps: int, ready: dict,
+              runs: list[dict]) -> dict:
+    """Summarize one engine's runs: median and range of steps/s, cores used, stability."""
+    rates = [r["steps_per_s"] for r in runs]
+    return {"system": system, "atoms": atoms, "threads": threads, "engine": engine,
+            "steps_per_run": steps, "median_steps_per_s": statistics.median(rates),
+            "range_steps_per_s": [min(rates), max(rates)],
+            "cores_used": statistics.median(r["cores_used"] for r in runs),
+            "final_temperature_K": runs[-1]["temperature_K"],
+            "stable": all(r["finite"] for r in runs), "setup": ready, "runs": runs}
+
+
 def measure(args, structures, model_file, model_dir) -> list[dict]:
     records = []
     for threads in args.threads:
         for system in args.systems:
-            workers = {}
-            try:
-                for engine in args.engines:
-                    steps = STEPS[system][engine]
-                    command, env = worker_command(engine, threads, structures[system], model_file,
-                                                  model_dir, args.peer_python, steps, args.skin)
-                    log.info("starting %s on %s with %d thread(s)", engine, system, threads)
-                    workers[engine] = Worker(engine, command, env)
-                runs = {engine: [] for engine in args.engines}
-                for round_index in range(args.repeats):
-                    for engine, worker in workers.items():
-                        result = worker.run()
-                        runs[engine].append(result)
-                        log.info("%s %s %dt round %d: %.1f steps/s, %.2f cores, %.0f K", system,
-                                 engine, threads, round_index, result["steps_per_s"],
-                                 result["cores_used"], result["temperature_K"])
-            finally:
-                for worker in workers.values():
-                    worker.close()
-            for engine in args.engines:
-                rates = [r["steps_per_s"] for r in runs[engine]]
-                records.append({
-                    "system": system, "atoms": structures[system]["atoms"], "threads": threads,
-                    "engine": engine, "steps_per_run": STEPS[system][engine],
-                    "median_steps_per_s": statistics.median(rates),
-                    "range_steps_per_s": [min(rates), max(rates)],
-                    "cores_used": statistics.median(r["cores_used"] for r in runs[engine]),
-                    "final_temperature_K": runs[engine][-1]["temperature_K"],
-                    "stable": all(r["finite"] for r in runs[engine]),
-                    "setup": workers[engine].ready, "runs": runs[engine]})
+            commands = {engine: worker_command(engine, threads, structures[system], model_file,
+                                               model_dir, args.peer_python,
+                                               STEPS[system][engine], args.skin)
+                        for engine in args.engines}
+            ready, runs = alternate_rounds(f"{system} {threads}t", commands, args.repeats)
+            records += [summarize(system, structures[system]["atoms"], threads, engine,
+                                  STEPS[system][engine], ready[engine], runs[engine])
+                        for engine in args.engines]
     return records
 
 

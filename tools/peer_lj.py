@@ -541,7 +541,7 @@ def start_mdengine(cells: int, steps: int, threads: int, work_dir: Path,
         # in place of the installed package.
         env["PYTHONPATH"] = str(source) + (f":{env['PYTHONPATH']}" if env.get("PYTHONPATH") else "")
     if threads == 1:
-        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
     command = pin_prefix(threads) + [sys.executable, str(Path(__file__).resolve()), "--worker", mode,
                                      "--cells", str(cells), "--worker-steps", str(steps),
                                      "--work-dir", str(work_dir)]
@@ -877,8 +877,7 @@ def main(argv=None) -> int:
                      "lammps_parallel": ("1 MPI rank, OPENMP package (-sf omp -pk omp N)"
                                          if args.lammps_parallel == "omp" else "N MPI ranks"),
                      "pinning": "taskset -c 0..threads-1 for every engine",
-                     "mdengine_single_thread_flags": "XLA_FLAGS=--xla_cpu_multi_thread_eigen=false "
-                                                     "intra_op_parallelism_threads=1"},
+                     "mdengine_single_thread_flags": "XLA_FLAGS=--xla_cpu_multi_thread_eigen=false"},
         "wall_s": time.perf_counter() - began,
         "runs": records,
         "summary": rows,

