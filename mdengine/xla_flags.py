@@ -1,21 +1,24 @@
 """XLA CPU settings that mdengine applies before JAX starts its backend.
 
 jaxlib 0.12 hands several kinds of CPU fusions (dots fused with their
-neighbors, element-wise chains, reductions) to its YNNPACK library. On an
-AVX-512 Xeon this did two kinds of harm to mdengine's step:
+neighbors, element-wise chains, reductions) to its YNNPACK library. On a
+2-core AVX-512 Xeon, measured with ``tools/bench_xla_flags.py`` (one core,
+steps/s, mdengine's setting against jaxlib's default):
 
-- The gradient of a SchNet with tabulated filters on a 9-atom molecule
-  crashed the process with a segmentation fault inside YNNPACK's AVX-512
-  dot kernel (``dot_fp32_1x64x1_1x16x1_avx512``). It crashed with the dot or
-  the reduction fusions enabled, and not with individual dots only.
-- A 192-atom water SchNet step took 56.8 ms instead of 21.2 ms.
+- A 128-feature SchNet on 9-atom ethanol, its rows padded to one 16-atom
+  message block, crashed with a segmentation fault inside YNNPACK's AVX-512
+  dot kernel under the default, and ran at 3,899 steps/s with individual
+  dots. The engine now sums molecules of up to 16 atoms in one unpadded
+  block, which the default runs, and faster (5,527 against 4,369 steps/s).
+  The crash depends on array shapes, and other systems may meet it.
+- The shipped 96-atom water SchNet: 252 against 89 steps/s.
+- The shipped water equivariant model: 51.5 against 47.2 steps/s.
 
 Handing YNNPACK only individual dots (``LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT``)
-avoids the crash and keeps its fast matrix products. With it, the same water
-step took 21.2 ms. The tabulated ethanol step took 220 µs, against 303 µs
-for the network with the default fusions and 270 µs with YNNPACK off.
+avoids the crash and keeps its fast matrix products, at the price of small
+molecules (the shipped ethanol SchNet: 8,670 against 10,349 steps/s).
 Lennard-Jones at 4,000 and 32,000 atoms ran at the same speed within 4 %
-either way.
+either way (``mdengine bench inputs/argon.yaml``).
 
 XLA reads ``XLA_FLAGS`` once, when the first computation creates the CPU
 backend, and aborts on a flag it does not know. So the flag is added only
