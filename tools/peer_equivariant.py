@@ -318,11 +318,7 @@ def parse_arguments(argv):
                         help="JSON results (default: WORK_DIR/peer_equivariant.json)")
 
     # Worker mode, used by the worker processes that the tool starts.
-    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
-    parser.add_argument("--structure", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--periodic", action="store_true", help=argparse.SUPPRESS)
+    peer_learned.add_worker_arguments(parser, ENGINES)
     args = parser.parse_args(argv)
     if args.worker:
         return parser, args

@@ -569,6 +569,15 @@ def table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def add_worker_arguments(parser: argparse.ArgumentParser, engines) -> None:
+    """Add the hidden options that a worker process of ``engines`` is started with."""
+    parser.add_argument("--worker", choices=engines, help=argparse.SUPPRESS)
+    parser.add_argument("--structure", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--periodic", action="store_true", help=argparse.SUPPRESS)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="MD speed of one SchNet in mdengine and PyTorch peers")
     parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER_PYTHON,
@@ -585,11 +594,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="instead of the comparison, profile mdengine on the water boxes at "
                              "skin 0.5 and 0 Å")
-    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
-    parser.add_argument("--structure", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--periodic", action="store_true", help=argparse.SUPPRESS)
+    add_worker_arguments(parser, ENGINES)
     args = parser.parse_args(argv)
 
     if args.worker:
