@@ -71,6 +71,8 @@ TIMESTEP_FS = 0.5
 TEMPERATURE_K = 300.0
 CUTOFF_A = 5.0
 SKIN_A = 0.5
+# mdengine's default neighbor-list headroom (``neighbor.capacity_multiplier``).
+CAPACITY_MULTIPLIER = 1.25
 SEED = 0
 # Factor on the last readout layer of the random model: it scales energies and forces
 # down tenfold, so that the random potential heats the unrelaxed structures less.
@@ -248,7 +250,7 @@ def mdengine_worker(args) -> None:
         "potential": {"kind": "learned", "model": args.model},
         "integrator": {"ensemble": "nve", "timestep_fs": TIMESTEP_FS},
         "velocities": {"source": "maxwell_boltzmann", "temperature_K": TEMPERATURE_K},
-        "neighbor": {"skin_A": args.skin, "capacity_multiplier": 1.5},
+        "neighbor": {"skin_A": args.skin, "capacity_multiplier": CAPACITY_MULTIPLIER},
         "run": {"steps": args.steps},
         "output": {"frame_stride": args.steps, "thermo_stride": args.steps, "trajectory": None},
         "seed": SEED,
@@ -625,7 +627,7 @@ def main(argv=None) -> int:
     structures = prepare_structures(args.work_dir)
     model_file, model_dir = prepare_model(args.work_dir, args.peer_python)
     if args.profile:
-        profiles = [profile_mdengine(structures[system], model_dir, skin, 1.5)
+        profiles = [profile_mdengine(structures[system], model_dir, skin, CAPACITY_MULTIPLIER)
                     for system in args.systems if system != "ethanol" for skin in (args.skin, 0.0)]
         output = args.output or args.work_dir / "profile.json"
         output.write_text(json.dumps(profiles, indent=2))
