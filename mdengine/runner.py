@@ -76,6 +76,7 @@ class CheckpointHooks(RunHooks):
         spec = simulation.spec.output.checkpoint
         self.interval_steps = spec.interval_steps if spec else None
         self.interval_s = spec.interval_minutes * 60 if spec and spec.interval_minutes else None
+        self._stopping = False
 
     def chunk_limit(self, first_step):
         if self.checkpointer is None or self.interval_steps is None:
@@ -86,11 +87,17 @@ class CheckpointHooks(RunHooks):
         # A signal may reach one process only; all must stop at the same step.
         return distributed.any_process(self.signals.signum is not None)
 
+    def stops_after_chunk(self) -> bool:
+        return self._stopping
+
     def after_chunk(self, step, state, neighbor, phase):
+        # Decided once per chunk: a signal that arrived after this point and before
+        # a second decision would otherwise stop the run without its checkpoint.
+        self._stopping = self.stop_requested()
         if self.checkpointer is None:
             return
         self.checkpointer.check()
-        due = self.stop_requested()
+        due = self._stopping
         if self.interval_steps is not None and step % self.interval_steps == 0:
             due = True
         if self.interval_s is not None and time.monotonic() - self.checkpointer.last_saved_time >= self.interval_s:

@@ -218,6 +218,10 @@ class RunHooks:
     def stop_requested(self) -> bool:
         return False
 
+    def stops_after_chunk(self) -> bool:
+        """True when the run stops after the chunk last passed to :meth:`after_chunk`."""
+        return self.stop_requested()
+
 
 class Simulation:
     """A system, a potential and its phases, built from a validated input.
@@ -477,7 +481,7 @@ class Simulation:
             state, neighbor = output.state, output.neighbor
             stats.steps += n_active
             hooks.after_chunk(next_step, state, neighbor, phase)
-            if hooks.stop_requested() and next_step < end_step:
+            if hooks.stops_after_chunk() and next_step < end_step:
                 return state, neighbor, True
             if frozen_host.all() and next_step < end_step:
                 log.warning("every replica has failed; stopping at step %d", next_step)

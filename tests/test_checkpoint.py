@@ -15,7 +15,7 @@ import yaml
 
 from mdengine.checkpoint import Checkpointer, inspect_checkpoint
 from mdengine.config import InputError, InputSpec
-from mdengine.runner import _state_template, execute
+from mdengine.runner import CheckpointHooks, RunInterrupted, _state_template, execute
 from mdengine.simulation import Simulation
 from tests.conftest import REPO, argon_input
 
@@ -248,3 +248,28 @@ def test_rerun_without_resume_refused(tmp_path):
     assert second.returncode == 2
     assert "--resume" in err
     assert (tmp_path / "out" / "thermo.csv").read_bytes() == before
+
+
+class SignalAfterDecision(CheckpointHooks):
+    """Hooks that receive SIGTERM right after the first chunk's checkpoint decision."""
+
+    def after_chunk(self, step, state, neighbor, phase):
+        super().after_chunk(step, state, neighbor, phase)
+        if self.signals.signum is None:
+            self.signals.signum = signal.SIGTERM
+
+
+def test_late_signal_still_checkpoints(tmp_path):
+    # A signal that lands between the checkpoint decision and the stop decision
+    # must not stop the run without a checkpoint: the run takes one more chunk.
+    spec = resumable_input(steps=300)
+    del spec["run"]["equilibration"]   # one phase, so that the first chunk ends inside it
+    spec["output"]["directory"] = str(tmp_path)
+    simulation = Simulation(InputSpec.model_validate(spec), REPO)
+    with pytest.raises(RunInterrupted) as stopped:
+        execute(simulation, tmp_path, hooks_class=SignalAfterDecision)
+    checkpointer = Checkpointer(tmp_path / "checkpoints")
+    steps = checkpointer.steps()
+    checkpointer.close()
+    assert stopped.value.step in steps
+    assert stopped.value.step < 300
