@@ -91,8 +91,8 @@ class CheckpointHooks(RunHooks):
         return self._stopping
 
     def after_chunk(self, step, state, neighbor, phase):
-        # Decided once per chunk: a signal that arrived after this point and before
-        # a second decision would otherwise stop the run without its checkpoint.
+        # The stop is decided once per chunk, here, together with the checkpoint.
+        # A second decision could see a later signal and stop without a checkpoint.
         self._stopping = self.stop_requested()
         if self.checkpointer is None:
             return

@@ -219,7 +219,7 @@ class RunHooks:
         return False
 
     def stops_after_chunk(self) -> bool:
-        """True when the run stops after the chunk last passed to :meth:`after_chunk`."""
+        """Return True when the run stops after the chunk last passed to :meth:`after_chunk`."""
         return self.stop_requested()
 
 
