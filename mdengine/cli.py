@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--overwrite", action="store_true",
                        help="start a new run even if the output directory contains an earlier one")
 
+    _add_threads_option(run)
     _add_distributed_options(run)
 
     validate = commands.add_parser("validate", help="check an input file without running it")
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     stability.add_argument("--temperature-factor", type=float, default=3.0,
                            help="fail above this multiple of the target or initial temperature (default 3)")
     stability.add_argument("--overwrite", action="store_true", help="replace an earlier study's outputs")
+    _add_threads_option(stability)
     _add_distributed_options(stability)
 
     bench = commands.add_parser("bench", help="speed study over system sizes: fused engine "
@@ -93,6 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     from mdengine.learned.cli import register
     register(commands)
     return parser
+
+
+def _add_threads_option(command) -> None:
+    from mdengine.cpu_threads import parse_threads
+    command.add_argument("--cpu-threads", type=parse_threads, default="auto", metavar="N",
+                         help="threads of XLA's CPU pool: a count, or 'auto' (default) for one "
+                              "thread per 48 atoms with a learned model or per 700 atoms with a "
+                              "classical potential, at most the cores available")
+
+
+def _start_jax(args, spec, base_dir: Path) -> None:
+    """Start JAX with the CPU pool size that ``--cpu-threads`` and the system size choose."""
+    from mdengine.cpu_threads import configure_for_input
+    configure_for_input(spec, base_dir, args.cpu_threads)
 
 
 def _add_distributed_options(command) -> None:
@@ -165,11 +181,13 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    spec = _load(args)
+    # Before the imports below, because importing jax_md starts JAX.
+    _start_jax(args, spec, args.input.parent)
     from mdengine.config import InputError
     from mdengine.runner import RunInterrupted, execute
     from mdengine.simulation import Simulation
     from mdengine import distributed
-    spec = _load(args)
     output_dir = Path(spec.output.directory)
     # Validate completely before creating the output directory or its log.
     simulation = Simulation(spec, args.input.parent, input_path=args.input.resolve())
@@ -203,11 +221,14 @@ def cmd_run(args) -> int:
 
 def cmd_stability(args) -> int:
     from mdengine.config import InputError, load_input
+    spec = load_input(args.input)
+    replicas = dict(run=spec.run.model_copy(update={"replicas": args.replicas}))
+    # Before the imports below, because importing jax_md starts JAX.
+    _start_jax(args, spec.model_copy(update=replicas), args.input.parent)
     from mdengine.stability import (STABILITY_JSON, StabilityOptions, format_table, run_study,
                                     study_spec)
     from mdengine.simulation import Simulation
     from mdengine import distributed
-    spec = load_input(args.input)
     output_dir = args.output_dir or Path(spec.output.directory + "-stability")
     if (output_dir / STABILITY_JSON).exists() and not args.overwrite:
         raise InputError(f"{output_dir} already contains a stability study; use --overwrite or another --output-dir")
@@ -290,6 +311,17 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _run_errors() -> tuple[type[Exception], ...]:
+    """Errors of a failed run or checkpoint.
+
+    Called only when an exception reaches the handler, so that the commands
+    can choose XLA's CPU pool size before these imports start JAX.
+    """
+    from mdengine.checkpoint import CheckpointError
+    from mdengine.simulation import SimulationError
+    return SimulationError, CheckpointError
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     _setup_logging(args.verbose)
@@ -300,9 +332,6 @@ def main(argv=None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    from mdengine.checkpoint import CheckpointError
-    from mdengine.config import InputError
-    from mdengine.simulation import SimulationError
     commands = {"run": cmd_run, "validate": cmd_validate, "inspect": cmd_inspect,
                 "analyze": cmd_analyze, "bench": cmd_bench, "stability": cmd_stability,
                 "train": getattr(args, "handler", None), "evaluate": getattr(args, "handler", None),
@@ -317,7 +346,7 @@ def main(argv=None) -> int:
                 line = f"{source}: {line}"
             print(f"error: {line}", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    except (SimulationError, CheckpointError) as err:
+    except _run_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SIMULATION_ERROR
     except KeyboardInterrupt:

@@ -34,8 +34,10 @@ near its starting structure (the final temperature of each run is recorded
 as a stability check). The thread count is
 set with ``taskset`` (cores 0, or 0 and 1) plus ``torch.set_num_threads`` for
 torch and, for one thread, ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``
-for XLA. Each run records the process's CPU
-time over wall time, which shows how many cores it used.
+for XLA. Within those cores mdengine sizes XLA's thread pool as ``mdengine
+run`` does by default (``--cpu-threads auto``): one thread for ethanol.
+Each run records the process's CPU time over wall time, which shows how
+many cores it used.
 
 Output: a printed table and ``--output`` (JSON).
 """
@@ -242,8 +244,7 @@ def mdengine_worker(args) -> None:
     import jax.numpy as jnp
 
     from mdengine.config import InputSpec
-    from mdengine.simulation import Simulation, make_chunk_fn
-    from mdengine.units import kelvin_to_kT
+    from mdengine.cpu_threads import configure_for_input
 
     spec = InputSpec.model_validate({
         "system": {"structure": args.structure, "periodic": args.periodic},
@@ -256,6 +257,11 @@ def mdengine_worker(args) -> None:
         "seed": SEED,
         "precision": "float32",
     })
+    # The pool size that `mdengine run` would choose, set before jax_md starts JAX.
+    configure_for_input(spec, Path(args.structure).parent)
+    from mdengine.simulation import Simulation, make_chunk_fn
+    from mdengine.units import kelvin_to_kT
+
     simulation = Simulation(spec, Path(args.structure).parent)
     phase = simulation.phases[-1]
     kT = jnp.asarray(kelvin_to_kT(0.0), simulation.dtype)
