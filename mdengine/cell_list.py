@@ -98,6 +98,7 @@ class CellListNeighbors:
     capacity_multiplier: float
     block_atoms: int = 16384           # atoms whose candidates are searched at once
     dense: bool = False                # Dense: [N, K] rows of partners, both directions
+    slot_major: bool = False           # Dense stored as [K, N]: idx[k, i] is atom i's k-th partner
 
     @property
     def format(self):
@@ -207,6 +208,7 @@ class CellListNeighbors:
 
         Candidates come from the 27 cells around each atom. Their coordinates
         are read as whole cell rows from the per-axis ``coordinates`` tables.
+        With ``slot_major`` the partners come as ``[K, B]`` instead.
         """
         n = position.shape[0]
         counts = jnp.asarray(self.cells, jnp.int32)
@@ -224,15 +226,18 @@ class CellListNeighbors:
         running = inclusive_prefix(mask)
         found = running[:, -1, -1]
         size = atoms.shape[0]
-        row_start = (jnp.arange(size, dtype=jnp.int32) * row_capacity)[:, None, None]
+        local = jnp.arange(size, dtype=jnp.int32)[:, None, None]
         keep = mask & (running <= row_capacity)
-        where = jnp.where(keep, row_start + running - 1, size * row_capacity).reshape(-1)
+        # Flat position of partner number `running` of atom `local` in the output block.
+        slot = (running - 1) * size + local if self.slot_major else local * row_capacity + running - 1
+        where = jnp.where(keep, slot, size * row_capacity).reshape(-1)
         rows_out = jnp.full((size * row_capacity,), n, jnp.int32)
         rows_out = rows_out.at[where].set(partner.reshape(-1), mode="drop")
-        return rows_out.reshape(size, row_capacity), found
+        shape = (row_capacity, size) if self.slot_major else (size, row_capacity)
+        return rows_out.reshape(shape), found
 
     def _build_dense(self, position, cell_capacity: int, row_capacity: int):
-        """``(idx [N, K], largest row count, largest cell occupancy)``."""
+        """``(idx [N, K] or, slot-major, [K, N]; largest row count; largest cell occupancy)``."""
         n = position.shape[0]
         table, occupancy = self._cell_table(position, cell_capacity)
         # Per-axis coordinates of each cell slot, NaN in empty slots so that no
@@ -244,6 +249,10 @@ class CellListNeighbors:
         atoms = jnp.minimum(jnp.arange(size * blocks, dtype=jnp.int32), n - 1).reshape(blocks, size)
         rows, found = lax.map(lambda a: self._dense_rows(position, table, coordinates, a, row_capacity),
                               atoms)
+        if self.slot_major:
+            # [blocks, K, B] -> [K, blocks × B]: moves whole runs of B atoms.
+            columns = jnp.transpose(rows, (1, 0, 2)).reshape(row_capacity, -1)[:, :n]
+            return columns, jnp.max(found), jnp.max(occupancy)
         return rows.reshape(-1, row_capacity)[:n], jnp.max(found), jnp.max(occupancy)
 
     def _neighbor_list(self, position, cell_capacity: int, capacity: int) -> partition.NeighborList:

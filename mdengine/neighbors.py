@@ -131,6 +131,29 @@ def check_cutoff(system: System, cutoff_A: float, skin_A: float) -> None:
             + " or ".join(fixes))
 
 
+@dataclasses.dataclass(frozen=True)
+class SlotMajorNeighbors:
+    """jax-md ``Dense`` neighbor functions whose lists store ``idx`` as ``[K, N]``.
+
+    jax-md builds and updates ``[N, K]`` rows; this wrapper transposes on the
+    way in and out, so that pair potentials read one layout whether or not
+    the cell list is used. Only small systems (free space, or fewer than four
+    cells along a side) take this path.
+    """
+
+    inner: partition.NeighborListFns
+
+    def _columns(self, neighbors: partition.NeighborList) -> partition.NeighborList:
+        return neighbors.set(idx=neighbors.idx.T, update_fn=self.update)
+
+    def allocate(self, position, extra_capacity: int = 0, **kwargs) -> partition.NeighborList:
+        return self._columns(self.inner.allocate(position, extra_capacity=extra_capacity, **kwargs))
+
+    def update(self, position, neighbors: partition.NeighborList, **kwargs) -> partition.NeighborList:
+        rows = neighbors.set(idx=neighbors.idx.T)
+        return self._columns(self.inner.update(position, rows, **kwargs))
+
+
 @dataclasses.dataclass
 class NeighborBuilder:
     """A jax-md neighbor function plus the allocation policy mdengine uses."""
@@ -141,6 +164,12 @@ class NeighborBuilder:
     uses_cell_list: bool
     periodic: bool
     metric: object   # metric or displacement function the list is built with
+    slot_major: bool = False   # Dense lists stored as [K, N]
+
+    @property
+    def layout(self) -> str:
+        """Name of the list's array layout, recorded in checkpoints."""
+        return self.format.name + ("_slot_major" if self.slot_major else "")
 
     def allocate(self, coordinates, min_capacity: int = 0, min_cell_capacity: int = 0
                  ) -> partition.NeighborList:
@@ -233,8 +262,11 @@ class NeighborBuilder:
 
 def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin_A: float,
                           capacity_multiplier: float, fmt: partition.NeighborListFormat,
-                          dtype) -> NeighborBuilder:
-    """Build the neighbor function for a potential's cutoff and format."""
+                          dtype, slot_major: bool = False) -> NeighborBuilder:
+    """Build the neighbor function for a potential's cutoff and format.
+
+    ``slot_major`` stores a ``Dense`` list as ``[K, N]`` (see ``Potential``).
+    """
     check_cutoff(system, cutoff_A, skin_A)
     radius = cutoff_A + skin_A
     n_atoms = system.n_atoms
@@ -254,7 +286,7 @@ def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin
         cells = tuple(int(c) for c in cells_per_side)
         neighbor_fn = CellListNeighbors(np.asarray(system.box_matrix, np.float64), cells, radius,
                                         skin_A, fmt is partition.OrderedSparse, capacity_multiplier,
-                                        dense=fmt is partition.Dense)
+                                        dense=fmt is partition.Dense, slot_major=slot_major)
         log.info("neighbor search: %s cell list, %d x %d x %d cells",
                  "full-shell" if fmt is partition.Dense else "half-shell", *cells)
     else:
@@ -262,7 +294,10 @@ def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin
             metric, box, cutoff_A, dr_threshold=skin_A,
             capacity_multiplier=capacity_multiplier, disable_cell_list=not use_cell_list,
             fractional_coordinates=system.cell is not None, format=fmt)
-    return NeighborBuilder(neighbor_fn, n_atoms, fmt, use_cell_list, system.cell is not None, metric)
+        if slot_major:
+            neighbor_fn = SlotMajorNeighbors(neighbor_fn)
+    return NeighborBuilder(neighbor_fn, n_atoms, fmt, use_cell_list, system.cell is not None, metric,
+                           slot_major)
 
 
 def _check_all_pairs_memory(system: System, radius: float) -> None:

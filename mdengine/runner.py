@@ -129,7 +129,7 @@ class CheckpointHooks(RunHooks):
             "thermo_rows_written": thermo.rows_written,
             "neighbor_idx_shape": list(neighbor.idx.shape),
             "neighbor_settings": simulation.spec.neighbor.model_dump(mode="json"),
-            "neighbor_format": simulation.neighbors.format.name,
+            "neighbor_format": simulation.neighbors.layout,
             "fingerprint": fingerprint(simulation.spec),
             "input_sections": fingerprint_sections(simulation.spec),
             "input_path": str(simulation.input_path) if simulation.input_path else None,
@@ -305,10 +305,10 @@ def _restored_neighbor(simulation, state, arrays, metadata):
         log.info("neighbor settings changed since the checkpoint: the neighbor list is rebuilt, "
                  "so the continuation is not bit-identical to an uninterrupted run")
         return fresh
-    if metadata.get("neighbor_format") != simulation.neighbors.format.name:
+    if metadata.get("neighbor_format") != simulation.neighbors.layout:
         log.info("the checkpoint's neighbor list has another layout (%s, this version uses %s): "
                  "it is rebuilt, so the continuation is not bit-identical to an uninterrupted run",
-                 metadata.get("neighbor_format", "unrecorded"), simulation.neighbors.format.name)
+                 metadata.get("neighbor_format", "unrecorded"), simulation.neighbors.layout)
         return fresh
     return dataclasses.replace(fresh, idx=arrays["idx"], reference_position=arrays["reference_position"],
                                max_occupancy=arrays["capacity"],

@@ -246,7 +246,8 @@ class Simulation:
                                          self.dtype)
         self.neighbors = nbr.make_neighbor_builder(
             self.system, self.displacement_fn, self.potential.cutoff_A, spec.neighbor.skin_A,
-            spec.neighbor.capacity_multiplier, self.potential.neighbor_format, self.dtype)
+            spec.neighbor.capacity_multiplier, self.potential.neighbor_format, self.dtype,
+            self.potential.slot_major)
         update = None
         if self.replicas > 1:
             update = self.neighbors.replica_update_fn(spec.neighbor.skin_A)

@@ -3,6 +3,7 @@ sparse formats and the dense one, and their overflow flags."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import jax
@@ -88,6 +89,22 @@ def test_dense_rows_equal_brute_force(atoms):
     assert sum(int(np.sum(row < len(atoms))) for row in idx) == 2 * len(expected)
     assert {(i, j) for i, row in enumerate(rows) for j in row if i < j} == expected
     assert all(j in rows[i] for i, row in enumerate(rows) for j in row)     # symmetric
+
+
+@pytest.mark.parametrize("block_atoms", [16384, 128])
+def test_slot_major_dense_is_rows_transposed(atoms, block_atoms):
+    position = jnp.asarray(atoms)
+    rows = builder(False, block_atoms=block_atoms, dense=True).allocate(position)
+    slot_major = dataclasses.replace(builder(False, block_atoms=block_atoms, dense=True),
+                                     slot_major=True)
+    columns = slot_major.allocate(position)
+    assert columns.idx.shape == rows.idx.shape[::-1]
+    np.testing.assert_array_equal(np.asarray(columns.idx), np.asarray(rows.idx).T)
+
+    moved = position + 0.02
+    updated_rows = jax.jit(rows.update_fn)(moved, rows)
+    updated_columns = jax.jit(columns.update_fn)(moved, columns)
+    np.testing.assert_array_equal(np.asarray(updated_columns.idx), np.asarray(updated_rows.idx).T)
 
 
 def test_dense_rows_overflow_is_flagged(atoms):

@@ -217,6 +217,24 @@ def reference_pair_energy_and_forces(simulation, pair_fn, params, coordinates):
     return float(energy), -np.asarray(gradient)
 
 
+def test_small_box_slot_major_list(tmp_path):
+    # 4 x 4 x 4 cells of 5.754 Å hold fewer than four list radii per side, so
+    # jax-md builds the list and the wrapper stores it transposed.
+    simulation = build(tmp_path, lattice("fcc", "Ar", 5.754, (4, 4, 4), 0.3), ARGON_LJ)
+    assert not simulation.neighbors.uses_cell_list
+    assert simulation.neighbors.layout == "Dense_slot_major"
+    wrapper = simulation.neighbors.neighbor_fn
+    coordinates = jnp.asarray(simulation.system.fractional())
+    rows = wrapper.inner.allocate(coordinates)
+    columns = wrapper.allocate(coordinates)
+    np.testing.assert_array_equal(np.asarray(columns.idx), np.asarray(rows.idx).T)
+
+    moved = coordinates + 0.01
+    updated = jax.jit(lambda x, nbrs: nbrs.update(x))(moved, columns)
+    expected = wrapper.inner.update(moved, rows)
+    np.testing.assert_array_equal(np.asarray(updated.idx), np.asarray(expected.idx).T)
+
+
 def test_dense_pair_kernel_equals_half_list_autodiff(tmp_path):
     # A sheared two-species cell, large enough for the full-shell cell list.
     from mdengine.potentials.pair import lennard_jones_pair
@@ -227,6 +245,7 @@ def test_dense_pair_kernel_equals_half_list_autodiff(tmp_path):
     write_extxyz(tmp_path / "mix.xyz", elements, fractional @ cell, cell=cell)
     simulation = build(tmp_path, {"structure": "mix.xyz"}, mixture_potential())
     assert simulation.neighbors.uses_cell_list
+    assert simulation.neighbors.layout == "Dense_slot_major"
 
     # Both sums are float64 in another order, so they agree to about 1e-15 of
     # the largest terms; 1e-12 relative leaves room for that.

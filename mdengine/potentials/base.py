@@ -22,6 +22,8 @@ class Potential:
       energy_and_force_fn: optional ``(positions, neighbor) -> (energy eV,
         [N, 3] forces eV/Å)`` computed directly; without it the engine
         differentiates ``energy_fn``.
+      slot_major: the function reads a ``Dense`` list stored as ``[K, N]``
+        (``idx[k, i]`` is the k-th partner of atom i) instead of ``[N, K]``.
     """
 
     energy_fn: Callable
@@ -29,3 +31,4 @@ class Potential:
     neighbor_format: partition.NeighborListFormat
     description: str
     energy_and_force_fn: Callable | None = None
+    slot_major: bool = False

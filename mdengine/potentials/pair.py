@@ -1,11 +1,17 @@
 """Pair potentials with per-species parameters: Lennard-Jones, Morse, soft sphere.
 
-Energies and forces are evaluated on a ``Dense`` neighbor list, whose row i
-contains every partner of atom i, so each pair is computed twice. In exchange
-the force on atom i is a sum along its own row, with no scatter-add. On a CPU
+Energies and forces are evaluated on a ``Dense`` neighbor list that contains
+every partner of each atom, so each pair is computed twice. In exchange the
+force on atom i is a sum over its own partners, with no scatter-add. On a CPU
 the scatter-adds cost more than the doubled pair arithmetic: the force of the
 4,000-atom in.lj liquid took 1.5 ms, against 3.2 ms on a half list
-differentiated by jax.
+differentiated by jax (on an AMD EPYC).
+
+The list is stored slot-major, ``[K, N]``, and the force is a loop over the
+K slots whose steps work on vectors of all N atoms. On a 2-core Xeon the
+in.lj force took 1.3 ms this way, against 2.5 ms for sums along the rows of
+an ``[N, K]`` list (XLA's CPU code reduces along the minor axis slowly) and
+1.9 ms for the loop on a list transposed in the force call.
 The derivative of the radial function comes from jax, element by element.
 """
 
@@ -14,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax_md import partition
 
 from mdengine.cell_list import cartesian_components
@@ -112,17 +119,20 @@ def build_pair_potential(spec, system, displacement_fn) -> Potential:
     return Potential(energy_fn=lambda position, neighbor: energy_and_force(position, neighbor)[0],
                      cutoff_A=cutoff, neighbor_format=partition.Dense,
                      description=f"{kind} (cutoff {cutoff:g} Å)",
-                     energy_and_force_fn=energy_and_force)
+                     energy_and_force_fn=energy_and_force, slot_major=True)
 
 
 def dense_energy_and_force(pair_fn, params: dict, species, system):
-    """``(positions, neighbor) -> (energy eV, [N, 3] forces eV/Å)`` on a Dense list.
+    """``(positions, neighbor) -> (energy eV, [N, 3] forces eV/Å)`` on a slot-major Dense list.
 
-    ``pair_fn(r, **params)`` is the pair energy at distance r (Å). Parameters
-    that are ``[S, S]`` tables are looked up per pair from ``species`` ``[N]``.
-    Positions are ``[N, 3]``: fractional in a periodic cell, Cartesian (Å)
-    without one. Each coordinate axis is gathered on its own, which XLA's CPU
-    code handles much faster than gathering ``[N, K, 3]`` blocks.
+    ``neighbor.idx`` is ``[K, N]``: ``idx[k, i]`` is the k-th partner of atom i,
+    padding N. ``pair_fn(r, **params)`` is the pair energy at distance r (Å).
+    Parameters that are ``[S, S]`` tables are looked up per pair from
+    ``species`` ``[N]``. Positions are ``[N, 3]``: fractional in a periodic
+    cell, Cartesian (Å) without one.
+
+    A loop over the K slots adds slot k of every atom at once, so each step
+    works on ``[N]`` vectors with every coordinate axis gathered on its own.
     """
     box = None if system.cell is None else np.asarray(system.box_matrix, np.float64)
     n = system.n_atoms
@@ -130,25 +140,32 @@ def dense_energy_and_force(pair_fn, params: dict, species, system):
     scalars = {k: v for k, v in params.items() if not isinstance(v, np.ndarray)}
 
     def energy_and_force(position, neighbor):
-        partner = jnp.minimum(neighbor.idx, n - 1)
-        difference = [position[:, a][partner] - position[:, a][:, None] for a in range(3)]
-        if box is not None:
-            fractional = [d - jnp.round(d) for d in difference]
-            difference = cartesian_components(box, fractional)
-        r2 = difference[0] ** 2 + difference[1] ** 2 + difference[2] ** 2
-        inside = (neighbor.idx < n) & (r2 > 0)
-        r = jnp.sqrt(jnp.where(inside, r2, 1.0))
+        own = [position[:, a] for a in range(3)]
 
-        pair_params = dict(scalars)
-        if tables:
-            own = species[:, None]
-            pair_params.update({k: v[own, species[partner]] for k, v in tables.items()})
-        energy, slope = jax.jvp(lambda x: pair_fn(x, **pair_params), (r,), (jnp.ones_like(r),))
-        energy = jnp.where(inside, energy, 0.0)
-        coefficient = jnp.where(inside, slope / r, 0.0)
+        def add_slot(totals, slot):
+            force, energy = totals
+            partner = jnp.minimum(slot, n - 1)
+            difference = [axis[partner] - axis for axis in own]
+            if box is not None:
+                fractional = [d - jnp.round(d) for d in difference]
+                difference = cartesian_components(box, fractional)
+            r2 = difference[0] ** 2 + difference[1] ** 2 + difference[2] ** 2
+            inside = (slot < n) & (r2 > 0)
+            r = jnp.sqrt(jnp.where(inside, r2, 1.0))
 
-        # F_i = Σ_j (dU/dr)(r_ij) (r_j − r_i) / r_ij; each pair appears in both rows.
-        force = jnp.stack([jnp.sum(coefficient * d, axis=1) for d in difference], axis=-1)
-        return 0.5 * jnp.sum(energy), force
+            pair_params = dict(scalars)
+            if tables:
+                pair_params.update({k: v[species, species[partner]] for k, v in tables.items()})
+            pair_energy, slope = jax.jvp(lambda x: pair_fn(x, **pair_params), (r,),
+                                         (jnp.ones_like(r),))
+            coefficient = jnp.where(inside, slope / r, 0.0)
+
+            # F_i = Σ_j (dU/dr)(r_ij) (r_j − r_i) / r_ij; each pair appears for both atoms.
+            force = tuple(f + coefficient * d for f, d in zip(force, difference))
+            return (force, energy + jnp.where(inside, pair_energy, 0.0)), None
+
+        zeros = jnp.zeros(n, position.dtype)
+        (force, energy), _ = lax.scan(add_slot, ((zeros,) * 3, zeros), neighbor.idx)
+        return 0.5 * jnp.sum(energy), jnp.stack(force, axis=-1)
 
     return energy_and_force
