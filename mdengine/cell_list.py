@@ -223,9 +223,18 @@ class CellListNeighbors:
         r2 = cartesian[0] ** 2 + cartesian[1] ** 2 + cartesian[2] ** 2
         mask = (partner != atoms[:, None, None]) & (r2 < self.radius_A**2)
 
+        return self._compact(partner, mask, row_capacity, n)
+
+    def _running_counts(self, mask):
+        """``([B, C, M] running count of set entries, [B] totals)`` of ``[B, C, M]`` bools."""
         running = inclusive_prefix(mask)
-        found = running[:, -1, -1]
-        size = atoms.shape[0]
+        return running, running[:, -1, -1]
+
+    def _compact(self, partner, mask, row_capacity: int, n: int):
+        """Keep the ``partner`` ids ``[B, C, M]`` where ``mask`` is set, in order, as
+        ``([B, K] rows, or [K, B] when slot-major, padding N; [B] counts)``."""
+        running, found = self._running_counts(mask)
+        size = partner.shape[0]
         local = jnp.arange(size, dtype=jnp.int32)[:, None, None]
         keep = mask & (running <= row_capacity)
         # Flat position of partner number `running` of atom `local` in the output block.
@@ -244,16 +253,23 @@ class CellListNeighbors:
         # distance test accepts them. Built once for all blocks.
         member = jnp.minimum(table, n - 1)
         coordinates = [jnp.where(table >= n, jnp.nan, position[member, axis]) for axis in range(3)]
-        size = min(n, DENSE_BLOCK_ATOMS)
-        blocks = -(-n // size)
-        atoms = jnp.minimum(jnp.arange(size * blocks, dtype=jnp.int32), n - 1).reshape(blocks, size)
+        atoms = self._atom_blocks(n)
         rows, found = lax.map(lambda a: self._dense_rows(position, table, coordinates, a, row_capacity),
                               atoms)
+        return self._join_blocks(rows, row_capacity, n), jnp.max(found), jnp.max(occupancy)
+
+    def _atom_blocks(self, n: int):
+        """``[blocks, B]`` atom ids for the dense search; the last block repeats atom N − 1."""
+        size = min(n, DENSE_BLOCK_ATOMS)
+        blocks = -(-n // size)
+        return jnp.minimum(jnp.arange(size * blocks, dtype=jnp.int32), n - 1).reshape(blocks, size)
+
+    def _join_blocks(self, rows, row_capacity: int, n: int):
+        """``[N, K]`` (or ``[K, N]``) list from the ``[blocks, B, K]`` (``[blocks, K, B]``) blocks."""
         if self.slot_major:
             # [blocks, K, B] -> [K, blocks × B]: moves whole runs of B atoms.
-            columns = jnp.transpose(rows, (1, 0, 2)).reshape(row_capacity, -1)[:, :n]
-            return columns, jnp.max(found), jnp.max(occupancy)
-        return rows.reshape(-1, row_capacity)[:n], jnp.max(found), jnp.max(occupancy)
+            return jnp.transpose(rows, (1, 0, 2)).reshape(row_capacity, -1)[:, :n]
+        return rows.reshape(-1, row_capacity)[:n]
 
     def _neighbor_list(self, position, cell_capacity: int, capacity: int) -> partition.NeighborList:
         build = self._build_dense if self.dense else self._build
@@ -266,6 +282,11 @@ class CellListNeighbors:
             max_occupancy=capacity, format=self.format, cell_size=None, cell_list_fn=None,
             update_fn=self.update)
 
+    def _largest_occupancy(self, position) -> int:
+        """Atoms in the fullest cell: what ``cell_capacity`` must hold."""
+        return int(jnp.max(jnp.bincount(self._hash(self._cell_of(position)),
+                                        length=math.prod(self.cells))))
+
     # ---------------------------------------------------------------- interface
 
     def allocate(self, position, extra_capacity: int = 0, min_cell_capacity: int = 0
@@ -275,8 +296,7 @@ class CellListNeighbors:
         × N pair slots in the sparse formats, one more column in the dense one.
         The cells hold at least ``min_cell_capacity`` atoms."""
         n = position.shape[0]
-        occupancy = int(jnp.max(jnp.bincount(self._hash(self._cell_of(position)),
-                                             length=math.prod(self.cells))))
+        occupancy = self._largest_occupancy(position)
         cell_capacity = max(1, math.ceil(occupancy * self.capacity_multiplier), min_cell_capacity)
         cell_capacity = -(-cell_capacity // PREFIX_GROUP) * PREFIX_GROUP
         build = self._build_dense if self.dense else self._build

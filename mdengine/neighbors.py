@@ -22,6 +22,7 @@ from jax_md import partition, space
 
 from mdengine import distributed
 from mdengine.cell_list import CellListNeighbors
+from mdengine.cell_windows import WindowNeighbors, window_cells
 from mdengine.config import InputError
 from mdengine.system import System
 
@@ -282,7 +283,15 @@ def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin
         _check_all_pairs_memory(system, radius)
 
     metric = displacement_fn if system.cell is None else periodic_metric(box)
-    if use_cell_list:
+    windows = None
+    if use_cell_list and fmt is partition.Dense:
+        windows = window_cells(system.heights(), radius)
+    if windows is not None:
+        neighbor_fn = WindowNeighbors(np.asarray(system.box_matrix, np.float64), windows, radius,
+                                      skin_A, False, capacity_multiplier, dense=True,
+                                      slot_major=slot_major)
+        log.info("neighbor search: windows of 5 cells, %d x %d x %d cells", *windows)
+    elif use_cell_list:
         cells = tuple(int(c) for c in cells_per_side)
         neighbor_fn = CellListNeighbors(np.asarray(system.box_matrix, np.float64), cells, radius,
                                         skin_A, fmt is partition.OrderedSparse, capacity_multiplier,
