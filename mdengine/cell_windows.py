@@ -10,8 +10,8 @@ within two cells along each axis. The atoms are sorted by cell with x
 fastest, so the five cells x − 2 … x + 2 of one (y, z) row of cells are
 consecutive in that order. Each row is extended periodically by two cells
 at either end, and an atom's candidates are 25 such windows, one per
-(dy, dz), of W slots each, where W holds the fullest window of five
-consecutive cells. In the same liquid (12 cells per side) that is
+(dy, dz), of W slots each. W is the atom count of the fullest window of
+five consecutive cells. In the same liquid (11 cells per side) that is
 25 × 32 = 800 candidates per atom.
 """
 
@@ -47,8 +47,8 @@ class WindowNeighbors(CellListNeighbors):
     """Dense neighbor lists from windows of five half-height cells.
 
     ``cells`` must be at least ``WINDOW_CELLS`` along each axis. The lists'
-    ``cell_list_capacity`` is the window capacity W, a multiple of 8; a
-    window that holds more atoms flags a cell-list overflow.
+    ``cell_list_capacity`` is the window capacity W, a multiple of 8. A
+    window with more atoms than W flags a cell-list overflow.
     """
 
     def _row_length(self, window_capacity: int) -> int:
