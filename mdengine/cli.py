@@ -101,7 +101,7 @@ def _add_threads_option(command) -> None:
     from mdengine.cpu_threads import parse_threads
     command.add_argument("--cpu-threads", type=parse_threads, default="auto", metavar="N",
                          help="threads of XLA's CPU pool: a count, or 'auto' (default) for one "
-                              "thread per 48 atoms with a learned model or per 700 atoms with a "
+                              "thread per 48 atoms with a learned model or per 8,000 atoms with a "
                               "classical potential, at most the cores available")
 
 

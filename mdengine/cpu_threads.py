@@ -4,28 +4,31 @@ XLA's CPU client sizes its thread pool once, when JAX creates its backends,
 from the cores the process may run on. For small systems, handing each
 small operation between threads costs more than the second core brings.
 Measured on a 2-core Xeon (jaxlib 0.12.0.1, steps/s with a pool of one
-thread against two):
+thread against two, both with two cores available):
 
-============================  =====  ===========  ===========
-system                        atoms  one thread   two threads
-============================  =====  ===========  ===========
-ethanol, shipped SchNet           9        9,368        6,222
-ethanol ×4 replicas, SchNet      36        1,864        1,398
-ethanol ×10 replicas, SchNet     90          785          830
-ethanol, equivariant              9        1,867        1,605
-ethanol ×4, equivariant          36          414          434
-water, equivariant               96         56.7          110
-water, SchNet                    96          260          267
-argon, Lennard-Jones            256        6,667        5,410
-argon, Lennard-Jones            500        3,460        2,856
-argon, Lennard-Jones          1,372        1,089        1,276
-argon, Lennard-Jones          4,000          299          450
-============================  =====  ===========  ===========
+=================================  =======  ===========  ===========
+system                               atoms  one thread   two threads
+=================================  =======  ===========  ===========
+ethanol, shipped SchNet                  9        9,368        6,222
+ethanol ×4 replicas, SchNet             36        1,864        1,398
+ethanol ×10 replicas, SchNet            90          785          830
+ethanol, equivariant                     9        1,867        1,605
+ethanol ×4, equivariant                 36          414          434
+water, equivariant                      96         56.7          110
+water, SchNet                           96          260          267
+argon, Lennard-Jones                   256        7,720        7,322
+argon, Lennard-Jones                   500        3,400        3,650
+argon, Lennard-Jones                 1,372        1,489        1,464
+argon, Lennard-Jones                 2,048        1,048          992
+argon, Lennard-Jones                 4,000          557          513
+LAMMPS in.lj, Lennard-Jones         32,000         41.6         41.0
+=================================  =======  ===========  ===========
 
-So ``auto`` gives one thread per ``ATOMS_PER_THREAD`` atoms (over all
-replicas), at least one and at most the cores available: learned models
-do about a hundred times more work per atom than classical potentials.
-Threads beyond the pool (compilation, Python, output) are not limited.
+The pair-potential force is a loop over neighbor slots, and XLA runs a
+loop's body on one thread, so Lennard-Jones gains little from a second
+thread; only the neighbor-list rebuild uses it. ``auto`` gives one thread
+per ``ATOMS_PER_THREAD`` atoms (over all replicas), at least one and at
+most the cores available.
 """
 
 from __future__ import annotations
@@ -37,11 +40,11 @@ import os
 
 log = logging.getLogger(__name__)
 
-# Atoms (summed over replicas) per pool thread. The crossovers above lie
-# between 36 and 90 atoms for the learned models and between 500 and
-# 1,372 for the classical potentials.
-# NOTE: measured on 2 cores only. How the best count grows with more cores is untested.
-ATOMS_PER_THREAD = {"learned": 48, "classical": 700}
+# Atoms (summed over replicas) per pool thread. For the learned models the
+# crossover above lies between 36 and 90 atoms. For Lennard-Jones the two
+# pool sizes were within 8 % of each other from 500 to 32,000 atoms.
+# NOTE: measured on 2 cores, and for classical potentials with Lennard-Jones only.
+ATOMS_PER_THREAD = {"learned": 48, "classical": 8000}
 
 
 def available_cores() -> int:
