@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -105,10 +106,11 @@ def _add_threads_option(command) -> None:
                               "classical potential, at most the cores available")
 
 
-def _start_jax(args, spec, base_dir: Path) -> None:
-    """Start JAX with the CPU pool size that ``--cpu-threads`` and the system size choose."""
+def _start_jax(args, spec, base_dir: Path) -> str:
+    """Start JAX with the CPU pool size that ``--cpu-threads`` and the system size choose;
+    return the log line that names it."""
     from mdengine.cpu_threads import configure_for_input
-    configure_for_input(spec, base_dir, args.cpu_threads)
+    return configure_for_input(spec, base_dir, args.cpu_threads)
 
 
 def _add_distributed_options(command) -> None:
@@ -183,7 +185,7 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     spec = _load(args)
     # Before the imports below, because importing jax_md starts JAX.
-    _start_jax(args, spec, args.input.parent)
+    pool = _start_jax(args, spec, args.input.parent)
     from mdengine.config import InputError
     from mdengine.runner import RunInterrupted, execute
     from mdengine.simulation import Simulation
@@ -201,11 +203,14 @@ def cmd_run(args) -> int:
     _add_file_log(output_dir)
     log.info("mdengine %s: %s -> %s%s", __version__, args.input, output_dir,
              " (resume)" if args.resume else "")
+    log.info("%s", pool)
     try:
         execute(simulation, output_dir, resume=args.resume)
     except RunInterrupted as stop:
         where = f"; checkpoint in {stop.checkpoint_dir}" if stop.checkpoint_dir else ""
-        command = f"mdengine run {args.input} --resume"
+        # The wrapper tools/mdengine passes its own path, which is what a user typed.
+        program = os.environ.get("MDENGINE_COMMAND", "mdengine")
+        command = f"{program} run {args.input} --resume"
         if args.steps is not None:
             command += f" --steps {args.steps}"
         if args.replicas is not None:
@@ -224,7 +229,7 @@ def cmd_stability(args) -> int:
     spec = load_input(args.input)
     replicas = dict(run=spec.run.model_copy(update={"replicas": args.replicas}))
     # Before the imports below, because importing jax_md starts JAX.
-    _start_jax(args, spec.model_copy(update=replicas), args.input.parent)
+    pool = _start_jax(args, spec.model_copy(update=replicas), args.input.parent)
     from mdengine.stability import (STABILITY_JSON, StabilityOptions, format_table, run_study,
                                     study_spec)
     from mdengine.simulation import Simulation
@@ -241,6 +246,7 @@ def cmd_stability(args) -> int:
     distributed.barrier("output-checked")
     output_dir.mkdir(parents=True, exist_ok=True)
     _add_file_log(output_dir)
+    log.info("%s", pool)
     report = run_study(spec, args.input.parent, options, output_dir, input_path=args.input.resolve())
     if not distributed.is_primary():
         return 0

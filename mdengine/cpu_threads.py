@@ -104,28 +104,42 @@ def _allow_all_threads(allowed: set[int]) -> None:
             pass
 
 
-def configure(requested: str | int, atoms: int, learned: bool) -> int:
-    """Start JAX with the pool size ``requested`` (``"auto"`` or a count); return it.
+def configure(requested: str | int, atoms: int, learned: bool) -> str:
+    """Start JAX with the pool size ``requested`` (``"auto"`` or a count).
 
-    ``atoms`` is the atom count over all replicas. Logs the choice.
+    ``atoms`` is the atom count over all replicas. Returns one line for the
+    run's log that names the pool size and why it was chosen.
     """
     cores = available_cores()
     if requested == "auto":
         threads = auto_threads(atoms, learned, cores)
-        reason = (f"auto for {atoms} atoms with a {'learned' if learned else 'classical'} "
-                  f"potential; --cpu-threads N sets it")
+        reason = (f"auto: one thread per {ATOMS_PER_THREAD['learned' if learned else 'classical']} "
+                  f"atoms with a {'learned' if learned else 'classical'} potential, {atoms} atoms; "
+                  "--cpu-threads N sets it")
     else:
         threads = min(int(requested), cores)
         reason = "--cpu-threads"
+        if int(requested) > cores:
+            reason += f" {requested}, capped at the {cores} cores this process may use"
     started = start_backend(threads)
-    log.info("XLA CPU thread pool: %d of %d cores (%s)", started, cores, reason)
-    return started
+    return f"XLA CPU thread pool: {started} of {cores} cores ({reason})"
 
 
-def configure_for_input(spec, base_dir, requested: str | int = "auto") -> int:
-    """Start JAX with the pool size for input ``spec`` (files relative to ``base_dir``)."""
+def configure_for_input(spec, base_dir, requested: str | int = "auto") -> str:
+    """Start JAX with the pool size for input ``spec`` (files relative to ``base_dir``).
+
+    Returns the log line of :func:`configure`.
+    """
     from mdengine.system import build_system
-    atoms = build_system(spec.system, base_dir, spec.seed).n_atoms * spec.run.replicas
+
+    # The system is built again, with its log messages, when the simulation is set up.
+    system_log = logging.getLogger("mdengine.system")
+    level = system_log.level
+    system_log.setLevel(logging.WARNING)
+    try:
+        atoms = build_system(spec.system, base_dir, spec.seed).n_atoms * spec.run.replicas
+    finally:
+        system_log.setLevel(level)
     return configure(requested, atoms, learned=spec.potential.kind == "learned")
 
 

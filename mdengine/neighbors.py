@@ -136,10 +136,10 @@ def check_cutoff(system: System, cutoff_A: float, skin_A: float) -> None:
 class SlotMajorNeighbors:
     """jax-md ``Dense`` neighbor functions whose lists store ``idx`` as ``[K, N]``.
 
-    jax-md builds and updates ``[N, K]`` rows; this wrapper transposes on the
-    way in and out, so that pair potentials read one layout whether or not
-    the cell list is used. Only small systems (free space, or fewer than four
-    cells along a side) take this path.
+    jax-md builds and updates ``[N, K]`` rows, and this wrapper transposes them
+    on the way in and out. So pair potentials read one layout whatever the
+    search. Only small systems take this path: free space, or boxes under
+    2.5 list radii high.
     """
 
     inner: partition.NeighborListFns
@@ -279,13 +279,16 @@ def make_neighbor_builder(system: System, displacement_fn, cutoff_A: float, skin
         box = jnp.asarray(system.box_matrix, dtype)
         cells_per_side = np.floor(system.heights() / radius)
         use_cell_list = bool(np.all(cells_per_side > 3))
+    # Dense lists take the window search wherever it fits, which includes boxes
+    # between 2.5 and 4 radii high that are too small for the 27-cell search.
+    windows = None
+    if system.cell is not None and fmt is partition.Dense:
+        windows = window_cells(system.heights(), radius)
+    use_cell_list = use_cell_list or windows is not None
     if not use_cell_list:
         _check_all_pairs_memory(system, radius)
 
     metric = displacement_fn if system.cell is None else periodic_metric(box)
-    windows = None
-    if use_cell_list and fmt is partition.Dense:
-        windows = window_cells(system.heights(), radius)
     if windows is not None:
         neighbor_fn = WindowNeighbors(np.asarray(system.box_matrix, np.float64), windows, radius,
                                       skin_A, False, capacity_multiplier, dense=True,

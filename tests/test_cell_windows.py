@@ -94,8 +94,10 @@ def test_crowded_window_flags_cell_overflow():
     assert int(updated.error.code) & int(partition.PEC.CELL_LIST_OVERFLOW)
 
 
-def test_engine_uses_windows_for_pair_potentials(tmp_path):
+@pytest.mark.parametrize("repeats", [4, 8])
+def test_engine_uses_windows_for_pair_potentials(tmp_path, repeats):
+    # 23 Å (2.6 list radii, too small for the 27-cell search) and 46 Å boxes.
     from tests.test_forces import ARGON_LJ, build, lattice
-    simulation = build(tmp_path, lattice("fcc", "Ar", 5.754, (8, 8, 8), 0.3), ARGON_LJ)
+    simulation = build(tmp_path, lattice("fcc", "Ar", 5.754, (repeats,) * 3, 0.3), ARGON_LJ)
     assert isinstance(simulation.neighbors.neighbor_fn, WindowNeighbors)
     assert simulation.neighbors.layout == "Dense_slot_major"

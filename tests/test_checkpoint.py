@@ -218,12 +218,14 @@ def test_sigkill_then_resume(tmp_path):
 def test_sigint_checkpoints_and_exits(tmp_path):
     spec = long_input()
     path = write_input(tmp_path, spec)
-    process = cli("run", path, "--output-dir", tmp_path / "out")
+    # As tools/mdengine starts it: the printed resume command begins with the wrapper's path.
+    env = dict(os.environ, MDENGINE_COMMAND="./tools/mdengine")
+    process = cli("run", path, "--output-dir", tmp_path / "out", env=env)
     wait_for_checkpoint(tmp_path / "out" / "checkpoints", process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 130
-    assert "--resume" in err
+    assert f"Resume with: ./tools/mdengine run {path} --resume" in err
     record = inspect_checkpoint(tmp_path / "out")
     thermo_steps = np.loadtxt(tmp_path / "out" / "thermo.csv", delimiter=",", skiprows=1, usecols=0)
     # The stop checkpoint is at the last step written, and the files end there.

@@ -74,12 +74,23 @@ def test_run_logs_one_thread_for_small_system(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr
     cores = available_cores()
-    assert f"XLA CPU thread pool: 1 of {cores} cores (auto for 256 atoms" in result.stderr
+    expected = (f"XLA CPU thread pool: 1 of {cores} cores (auto: one thread per 8000 atoms "
+                "with a classical potential, 256 atoms")
+    assert expected in result.stderr
+    assert expected in (tmp_path / "out" / "mdengine.log").read_text()
+    # Counting the atoms before JAX starts must not repeat the structure's log lines.
+    assert result.stderr.count("wrapped ") == 1
 
     result = subprocess.run(command + ["--overwrite", "--cpu-threads", "2"], capture_output=True,
                             text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr
     assert f"XLA CPU thread pool: 2 of {cores} cores (--cpu-threads)" in result.stderr
+
+    result = subprocess.run(command + ["--overwrite", "--cpu-threads", str(cores + 1)],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert (f"XLA CPU thread pool: {cores} of {cores} cores (--cpu-threads {cores + 1}, capped "
+            f"at the {cores} cores this process may use)") in result.stderr
 
 
 def test_run_rejects_zero_threads(tmp_path):

@@ -218,9 +218,9 @@ def reference_pair_energy_and_forces(simulation, pair_fn, params, coordinates):
 
 
 def test_small_box_slot_major_list(tmp_path):
-    # 4 x 4 x 4 cells of 5.754 Å hold fewer than four list radii per side, so
-    # jax-md builds the list and the wrapper stores it transposed.
-    simulation = build(tmp_path, lattice("fcc", "Ar", 5.754, (4, 4, 4), 0.3), ARGON_LJ)
+    # A 22.4 Å box is under 2.5 list radii (9 Å) high, too small for the window
+    # search, so jax-md builds the list and the wrapper stores it transposed.
+    simulation = build(tmp_path, lattice("fcc", "Ar", 5.6, (4, 4, 4), 0.3), ARGON_LJ)
     assert not simulation.neighbors.uses_cell_list
     assert simulation.neighbors.layout == "Dense_slot_major"
     wrapper = simulation.neighbors.neighbor_fn
