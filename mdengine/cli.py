@@ -17,8 +17,15 @@ EXIT_SIMULATION_ERROR = 3
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument parser whose errors are one line, pointing to ``--help`` for the usage."""
+
+    def error(self, message):
+        self.exit(EXIT_INPUT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mdengine", description="Molecular dynamics on JAX.")
+    parser = _Parser(prog="mdengine", description="Molecular dynamics on JAX.")
     parser.add_argument("--version", action="version", version=f"mdengine {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -100,5 +100,6 @@ def test_run_rejects_zero_threads(tmp_path):
                              "--cpu-threads", "0"], capture_output=True, text=True, cwd=REPO,
                             timeout=120)
     assert result.returncode == 2
-    assert "--cpu-threads: expected 'auto' or a positive integer, got '0'" in result.stderr
+    assert result.stderr == ("mdengine run: error: argument --cpu-threads: expected 'auto' or a "
+                             "positive integer, got '0' (see mdengine run --help)\n")
     assert not (tmp_path / "out").exists()
