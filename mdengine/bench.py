@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from mdengine import __version__
+from mdengine.cpu_threads import available_cores
 from mdengine.config import InputSpec
 from mdengine.simulation import Simulation, make_chunk_fn
 from mdengine.system import build_system, replicate
@@ -113,9 +114,11 @@ def measure_size(spec: InputSpec, base_dir: Path, repeats_n: int, steps: int, re
 
 
 def environment() -> dict:
+    # bench keeps XLA's default CPU pool: one thread per core the process may use.
     return {"mdengine": __version__, "jax": jax.__version__, "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "machine": platform.machine(),
-            "processor": platform.processor(), "python": platform.python_version()}
+            "processor": platform.processor(), "python": platform.python_version(),
+            "cpu_cores": available_cores()}
 
 
 def run_benchmark(spec: InputSpec, base_dir: Path, sizes: list[int], steps: int, repeats: int,
@@ -154,5 +157,5 @@ def _plot(records: list[dict], path: Path) -> None:
     axis.set_xlabel("atoms (all replicas)")
     axis.set_ylabel("atom-steps/s")
     axis.legend()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)

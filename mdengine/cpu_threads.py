@@ -112,10 +112,10 @@ def configure(requested: str | int, atoms: int, learned: bool) -> str:
     """
     cores = available_cores()
     if requested == "auto":
+        kind = "learned" if learned else "classical"
         threads = auto_threads(atoms, learned, cores)
-        reason = (f"auto: one thread per {ATOMS_PER_THREAD['learned' if learned else 'classical']} "
-                  f"atoms with a {'learned' if learned else 'classical'} potential, {atoms} atoms; "
-                  "--cpu-threads N sets it")
+        reason = (f"auto: one thread per {ATOMS_PER_THREAD[kind]} atoms with a {kind} potential, "
+                  f"{atoms} atoms; --cpu-threads N sets it")
     else:
         threads = min(int(requested), cores)
         reason = "--cpu-threads"

@@ -26,6 +26,7 @@ def test_bench_json_fields(tmp_path):
     report = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert (tmp_path / "out" / "bench.png").is_file()
     assert report["environment"]["backend"] == "cpu"
+    assert report["environment"]["cpu_cores"] >= 1
     records = report["records"]
     assert [(r["atoms"], r["replicas"]) for r in records] == [(32, 1), (32, 2), (256, 1), (256, 2)]
     for record in records:
