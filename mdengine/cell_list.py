@@ -295,6 +295,7 @@ class CellListNeighbors:
         cells and the pairs, plus ``extra_capacity`` slots per atom (jax-md's meaning):
         × N pair slots in the sparse formats, one more column in the dense one.
         The cells hold at least ``min_cell_capacity`` atoms."""
+        position = jnp.asarray(position)   # host (NumPy) coordinates when resuming
         n = position.shape[0]
         occupancy = self._largest_occupancy(position)
         cell_capacity = max(1, math.ceil(occupancy * self.capacity_multiplier), min_cell_capacity)

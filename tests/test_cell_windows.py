@@ -49,6 +49,14 @@ def test_window_rows_equal_brute_force(box):
     assert_rows_match(idx, expected, len(atoms))
 
 
+def test_window_allocate_accepts_numpy():
+    # A resumed run allocates from coordinates copied to the host.
+    atoms = random_atoms(BOX, 700, seed=8)
+    from_host = windows(BOX).allocate(atoms)
+    from_device = windows(BOX).allocate(jnp.asarray(atoms))
+    np.testing.assert_array_equal(np.asarray(from_host.idx), np.asarray(from_device.idx))
+
+
 def test_narrow_box_has_five_cells_along_x():
     assert window_cells(heights(NARROW_BOX), RADIUS + SKIN)[0] == WINDOW_CELLS
 
