@@ -225,15 +225,11 @@ class CellListNeighbors:
 
         return self._compact(partner, mask, row_capacity, n)
 
-    def _running_counts(self, mask):
-        """``([B, C, M] running count of set entries, [B] totals)`` of ``[B, C, M]`` bools."""
-        running = inclusive_prefix(mask)
-        return running, running[:, -1, -1]
-
     def _compact(self, partner, mask, row_capacity: int, n: int):
         """Keep the ``partner`` ids ``[B, C, M]`` where ``mask`` is set, in order, as
         ``([B, K] rows, or [K, B] when slot-major, padding N; [B] counts)``."""
-        running, found = self._running_counts(mask)
+        running = inclusive_prefix(mask)
+        found = running[:, -1, -1]
         size = partner.shape[0]
         local = jnp.arange(size, dtype=jnp.int32)[:, None, None]
         keep = mask & (running <= row_capacity)
@@ -259,13 +255,13 @@ class CellListNeighbors:
         return self._join_blocks(rows, row_capacity, n), jnp.max(found), jnp.max(occupancy)
 
     def _atom_blocks(self, n: int):
-        """``[blocks, B]`` atom ids for the dense search; the last block repeats atom N − 1."""
+        """Return ``[blocks, B]`` atom ids for the dense search. The last block repeats atom N − 1."""
         size = min(n, DENSE_BLOCK_ATOMS)
         blocks = -(-n // size)
         return jnp.minimum(jnp.arange(size * blocks, dtype=jnp.int32), n - 1).reshape(blocks, size)
 
     def _join_blocks(self, rows, row_capacity: int, n: int):
-        """``[N, K]`` (or ``[K, N]``) list from the ``[blocks, B, K]`` (``[blocks, K, B]``) blocks."""
+        """Join ``[blocks, B, K]`` blocks into an ``[N, K]`` list, or ``[blocks, K, B]`` into ``[K, N]``."""
         if self.slot_major:
             # [blocks, K, B] -> [K, blocks × B]: moves whole runs of B atoms.
             return jnp.transpose(rows, (1, 0, 2)).reshape(row_capacity, -1)[:, :n]
@@ -283,7 +279,7 @@ class CellListNeighbors:
             update_fn=self.update)
 
     def _largest_occupancy(self, position) -> int:
-        """Atoms in the fullest cell: what ``cell_capacity`` must hold."""
+        """Count the atoms in the fullest cell, which ``cell_capacity`` must fit."""
         return int(jnp.max(jnp.bincount(self._hash(self._cell_of(position)),
                                         length=math.prod(self.cells))))
 

@@ -33,9 +33,14 @@ WINDOW_CELLS = 5
 ROW_OFFSETS = np.array([(dy, dz) for dz in range(-2, 3) for dy in range(-2, 3)], np.int32)
 
 
+def extended_source(nx: int) -> np.ndarray:
+    """Return the cell of each of the ``nx + 4`` extended cells of a row, (e − 2) mod nx for cell e."""
+    return (np.arange(nx + 4) - 2) % nx
+
+
 def window_cells(heights: np.ndarray, radius_A: float) -> tuple[int, int, int] | None:
-    """Cells per axis for a window search (each at least half a radius high), or
-    None when an axis would have fewer than ``WINDOW_CELLS`` cells."""
+    """Return the cells per axis for a window search, each at least half a radius high,
+    or None when an axis would have fewer than ``WINDOW_CELLS`` cells."""
     cells = np.floor(np.asarray(heights) / (0.5 * radius_A)).astype(int)
     if np.any(cells < WINDOW_CELLS):
         return None
@@ -52,8 +57,8 @@ class WindowNeighbors(CellListNeighbors):
     """
 
     def _row_length(self, window_capacity: int) -> int:
-        """Slots of one extended row: room for its ``nx + 4`` cells, plus one window
-        so that a window starting anywhere in the row stays inside it."""
+        """Return the slots of one extended row: room for its ``nx + 4`` cells, plus one
+        window so that a window starting anywhere in the row stays inside it."""
         return (math.ceil((self.cells[0] + 4) / WINDOW_CELLS) + 1) * window_capacity
 
     def _window_starts(self, position):
@@ -69,15 +74,17 @@ class WindowNeighbors(CellListNeighbors):
         order = jnp.argsort(key).astype(jnp.int32)
         cell_start = jnp.searchsorted(key[order], jnp.arange(nx * ny * nz + 1), side="left")
         counts = jnp.diff(cell_start).reshape(ny * nz, nx)
-        extended = counts[:, (np.arange(nx + 4) - 2) % nx]
+        extended = counts[:, extended_source(nx)]
         start = jnp.concatenate([jnp.zeros((ny * nz, 1), extended.dtype),
                                  jnp.cumsum(extended, axis=1)], axis=1)
         return order, cell_start.astype(jnp.int32), start.astype(jnp.int32)
 
+    def _largest_window(self, start):
+        """Count the atoms in the fullest window, from the extended-row ``start`` ``[R, nx + 5]``."""
+        return jnp.max(start[:, WINDOW_CELLS:] - start[:, :self.cells[0]])
+
     def _largest_occupancy(self, position) -> int:
-        start = self._window_starts(position)[2]
-        nx = self.cells[0]
-        return int(jnp.max(start[:, WINDOW_CELLS:] - start[:, :nx]))
+        return int(self._largest_window(self._window_starts(position)[2]))
 
     def _row_table(self, position, window_capacity: int):
         """``(ids [R, L] padded with N, 3 × [R, L] fractional coordinates NaN-padded,
@@ -91,15 +98,14 @@ class WindowNeighbors(CellListNeighbors):
         # Extended cell of each place in each row, and the sorted index of its atom.
         cell = jax.vmap(lambda row: jnp.searchsorted(row, place, side="right"))(start) - 1
         cell = jnp.minimum(cell, nx + 3)
-        first = cell_start[:-1].reshape(ny * nz, nx)[:, (np.arange(nx + 4) - 2) % nx]
+        first = cell_start[:-1].reshape(ny * nz, nx)[:, extended_source(nx)]
         sorted_index = (jnp.take_along_axis(first, cell, axis=1) + place
                         - jnp.take_along_axis(start, cell, axis=1))
         filled = place[None, :] < start[:, -1:]
         ids = jnp.where(filled, order[jnp.clip(sorted_index, 0, n - 1)], n)
         member = jnp.minimum(ids, n - 1)
         coordinates = [jnp.where(filled, position[member, axis], jnp.nan) for axis in range(3)]
-        largest = jnp.max(start[:, WINDOW_CELLS:] - start[:, :nx])
-        return ids, coordinates, start, largest
+        return ids, coordinates, start, self._largest_window(start)
 
     def _window_rows(self, position, ids, coordinates, start, atoms, row_capacity: int,
                      window_capacity: int):

@@ -48,14 +48,14 @@ ATOMS_PER_THREAD = {"learned": 48, "classical": 8000}
 
 
 def available_cores() -> int:
-    """Number of cores this process may run on (its CPU affinity where the OS reports it)."""
+    """Return the number of cores this process may run on (its CPU affinity where the OS reports it)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
 
 def auto_threads(atoms: int, learned: bool, cores: int) -> int:
-    """Pool threads for ``atoms`` atoms over all replicas, at most ``cores``."""
+    """Return the pool size for ``atoms`` atoms over all replicas, at most ``cores``."""
     per_thread = ATOMS_PER_THREAD["learned" if learned else "classical"]
     return max(1, min(cores, math.ceil(atoms / per_thread)))
 
@@ -79,10 +79,13 @@ def start_backend(threads: int) -> int:
     import jax
 
     cores = available_cores()
+    if threads < cores and backend_started():
+        log.warning("XLA's CPU pool keeps %d threads, not %d: JAX started before the pool "
+                    "size was chosen", cores, threads)
+    elif threads < cores and not hasattr(os, "sched_setaffinity"):
+        log.warning("XLA's CPU pool keeps %d threads, not %d: this OS cannot set CPU affinity",
+                    cores, threads)
     if backend_started() or threads >= cores or not hasattr(os, "sched_setaffinity"):
-        if threads < cores:
-            log.warning("XLA's CPU pool keeps %d threads: JAX started before the pool size "
-                        "was chosen, or this OS cannot set CPU affinity", cores)
         jax.devices()
         return cores
 

@@ -218,6 +218,7 @@ def worker_profile(cells: int, steps: int, work_dir: Path) -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from jax_md import partition
 
     from mdengine.config import load_input
     from mdengine.simulation import Simulation
@@ -277,10 +278,14 @@ def worker_profile(cells: int, steps: int, work_dir: Path) -> None:
     # so that it does not rebuild inside.
     stale = neighbor.set(reference_position=neighbor.reference_position + 0.25)
     neighbor = jax.jit(update_fn)(state.position, stale)
-    pairs = int(jnp.sum(neighbor.idx[0] < n_atoms))
+    if partition.is_sparse(simulation.neighbors.format):
+        slots, pairs = int(neighbor.idx.shape[1]), int(jnp.sum(neighbor.idx[0] < n_atoms))
+    else:
+        # A dense list, [N, K] or [K, N], contains each pair in both directions.
+        slots, pairs = int(neighbor.idx.size), int(jnp.sum(neighbor.idx < n_atoms)) // 2
     record = {
         "atoms": n_atoms, "steps": steps, "rebuilds": rebuilds,
-        "neighbor_slots": int(neighbor.idx.shape[-1]), "neighbor_pairs": pairs,
+        "neighbor_slots": slots, "neighbor_pairs": pairs,
         "cell_list_capacity": int(neighbor.cell_list_capacity or 0),
         "loop_step_ms": loop_ms,
         "step": timings(step_fn, state, neighbor),
